@@ -1,0 +1,88 @@
+/**
+ * `labgate emulator` as a user runs it: the built command, a real process, a real port.
+ * `npm test` builds first; run `npm run build` before running this file alone.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+const cli = fileURLToPath(new URL('../../dist/cli/index.js', import.meta.url));
+const running: ChildProcess[] = [];
+
+beforeAll(() => {
+  if (!existsSync(cli)) throw new Error('dist/cli/index.js is missing: run `npm run build` first');
+});
+afterEach(() => {
+  for (const child of running.splice(0)) child.kill('SIGTERM');
+});
+
+/** Starts the command and resolves with its output once it prints its URL (or exits). */
+function start(
+  args: string[],
+): Promise<{ url: string | null; output: string; code: number | null; child: ChildProcess }> {
+  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.push(child);
+  let output = '';
+  return new Promise((resolve) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /listening at (http:\/\/\S+)/.exec(output);
+      if (match && output.includes('Press Ctrl+C')) resolve({ url: match[1]!, output, code: null, child });
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.on('exit', (code) => resolve({ url: null, output, code, child }));
+  });
+}
+
+describe('labgate emulator', () => {
+  it('starts in well under a second and prints the URL, users and applications', async () => {
+    const began = performance.now();
+    const { url, output } = await start(['emulator', '--port', '0']);
+    expect(performance.now() - began).toBeLessThan(1500);
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(output).toContain('alice');
+    expect(output).toContain('alice-password');
+    expect(output).toMatch(/client id: +[0-9a-f]{64}/);
+    const discovery = (await (await fetch(`${url}/.well-known/openid-configuration`)).json()) as {
+      issuer: string;
+    };
+    expect(discovery.issuer).toBe(url);
+  });
+
+  it('serves under --base-path', async () => {
+    const { url } = await start(['emulator', '--port', '0', '--base-path', '/gitlab']);
+    expect(url).toMatch(/\/gitlab$/);
+    const res = await fetch(`${url}/.well-known/openid-configuration`);
+    expect(((await res.json()) as { token_endpoint: string }).token_endpoint).toBe(`${url}/oauth/token`);
+  });
+
+  it('stops cleanly on SIGTERM', async () => {
+    const { child } = await start(['emulator', '--port', '0']);
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
+  const refusals: Array<[string, string[], RegExp]> = [
+    ['a missing fixture file', ['--fixtures', '/nonexistent/gitlab.json'], /fixture file .* not found/],
+    ['a bad port', ['--port', 'eighty'], /not a port number/],
+    ['an unknown option', ['--colour', 'blue'], /Unknown option/],
+    ['an unknown mode', ['--auto-approve', 'sometimes'], /--auto-approve must be one of page, redirect/],
+  ];
+  for (const [what, args, message] of refusals) {
+    it(`refuses ${what} with a clear message and exit code 2`, async () => {
+      const { code, output } = await start(['emulator', '--port', '0', ...args]);
+      expect(code).toBe(2);
+      expect(output).toMatch(message);
+      expect(output).not.toMatch(/\n\s+at /);
+    });
+  }
+
+  it('refuses an unknown command', async () => {
+    const { code, output } = await start(['emulate']);
+    expect(code).toBe(2);
+    expect(output).toContain('unknown command "emulate"');
+  });
+});
