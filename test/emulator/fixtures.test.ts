@@ -72,7 +72,7 @@ describe('fixtures', () => {
     ],
     [
       'an unknown access level',
-      (f) => f.memberships!.push({ user: 'ann', group: 'org/team', accessLevel: 'boss' }),
+      (f) => f.memberships!.push({ user: 'ann', group: 'org/team', accessLevel: 'boss' as never }),
       /access level/,
     ],
     [
