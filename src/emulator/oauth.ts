@@ -63,6 +63,7 @@ export const DESCRIPTIONS = {
 const missing = (name: string) => `Missing required parameter: ${name}.`;
 
 const SESSION_COOKIE = '_gitlab_session';
+const KNOWN_PROMPTS = ['none', 'login', 'consent', 'select_account', 'create'];
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 
 // ---------------------------------------------------------------------------------------------
@@ -556,7 +557,7 @@ function introspect(env: Env, ctx: RequestContext): Reply {
   // Doorkeeper's default: only tokens of the calling application can be introspected.
   if (!token || tokenProblem(env, token) !== null || token.appId !== caller.id)
     return json(200, { active: false });
-  const user = state.userById(token.userId);
+  // Doorkeeper's response, which GitLab does not customise: no `sub`, no `username`.
   return json(200, {
     active: true,
     scope: token.scopes.join(' '),
@@ -564,7 +565,6 @@ function introspect(env: Env, ctx: RequestContext): Reply {
     token_type: 'Bearer',
     exp: token.createdAt + token.expiresIn,
     iat: token.createdAt,
-    ...(user ? { sub: String(user.id), username: user.username } : {}),
   });
 }
 
@@ -731,7 +731,10 @@ export function registerOAuthRoutes(router: Router, env: Env): void {
     const result = preAuthorize(env, (name) => ctx.query.get(name) ?? undefined);
     const openid = result.ok && result.pre.scopes.includes('openid');
     const prompts = result.ok ? [...new Set(result.pre.prompt.split(' ').filter(Boolean))] : [];
-    if (result.ok && openid && prompts.includes('none') && prompts.length > 1) {
+    // doorkeeper-openid_connect refuses `none` with anything else, and any value it does not know.
+    const badPrompt =
+      (prompts.includes('none') && prompts.length > 1) || prompts.some((p) => !KNOWN_PROMPTS.includes(p));
+    if (result.ok && openid && badPrompt) {
       return withCookie(
         respondToClient(
           result.pre,
@@ -758,16 +761,17 @@ export function registerOAuthRoutes(router: Router, env: Env): void {
       return withCookie(html(200, oauthErrorPage(DESCRIPTIONS.unconfirmed_email)), handle);
     if (!result.ok) return withCookie(html(200, oauthErrorPage(result.description)), handle);
     const { pre } = result;
-    const skip =
-      pre.app.trusted || (pre.app.confidential && hasMatchingToken(env, pre.app, user, pre.scopes));
+    const matching = hasMatchingToken(env, pre.app, user, pre.scopes);
+    const skip = pre.app.trusted || (pre.app.confidential && matching);
     if (openid) {
-      const maxAge = Number(pre.maxAge);
+      // Ruby's `max_age.to_i`: only "0" or a positive number asks for re-authentication.
+      const maxAge = Number.parseInt(pre.maxAge, 10);
       const signedInAt = user.currentSignInAt ? Date.parse(user.currentSignInAt) : 0;
       const tooOld =
-        pre.maxAge !== '' &&
-        Number.isFinite(maxAge) &&
-        state.now().getTime() - signedInAt > Math.max(1, maxAge) * 1000;
-      if (prompts.includes('none') && !skip) {
+        (pre.maxAge === '0' || maxAge > 0) && state.now().getTime() - signedInAt > Math.max(1, maxAge) * 1000;
+      // The gem's consent check counts a matching token of a public app too; GitLab then still
+      // renders the consent page for it below.
+      if (prompts.includes('none') && !pre.app.trusted && !matching) {
         return withCookie(
           respondToClient(
             pre,
@@ -778,16 +782,18 @@ export function registerOAuthRoutes(router: Router, env: Env): void {
         );
       }
       if (prompts.includes('login') || tooOld) {
-        // GitLab signs the user out entirely and comes back here without `prompt=login`.
+        // GitLab signs the user out entirely and comes back here without `login` in `prompt`.
         handle.session.userId = null;
         const again = new URL(ctx.url.href);
-        again.searchParams.delete('prompt');
-        again.searchParams.delete('max_age');
+        const rest = prompts.filter((p) => p !== 'login');
+        if (rest.length > 0) again.searchParams.set('prompt', rest.join(' '));
+        else again.searchParams.delete('prompt');
         handle.session.returnTo = `${again.pathname}${again.search}`;
         return withCookie(redirect(env.url('/users/sign_in')), handle);
       }
     }
-    if (skip && !prompts.includes('consent')) {
+    // `prompt=consent` is an OIDC parameter: without `openid` it is ignored.
+    if (skip && !(openid && prompts.includes('consent'))) {
       const code = createGrant(env, pre, user);
       return withCookie(
         respondToClient(pre, { code }, state.behaviour.autoApprove === 'page' ? 'page' : 'redirect'),

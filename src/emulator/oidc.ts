@@ -221,7 +221,8 @@ export function discoveryDocument(env: Env): Record<string, unknown> {
     introspection_endpoint: env.url('/oauth/introspect'),
     userinfo_endpoint: env.url('/oauth/userinfo'),
     jwks_uri: env.url('/oauth/discovery/keys'),
-    scopes_supported: SERVER_SCOPES,
+    // `user:*` is GitLab's dynamic scope: advertised, but never requested literally.
+    scopes_supported: [...SERVER_SCOPES, 'user:*'],
     response_types_supported: ['code'],
     response_modes_supported: ['query', 'fragment', 'form_post'],
     grant_types_supported: [
