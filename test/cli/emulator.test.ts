@@ -6,6 +6,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { normaliseFixtures } from '../../src/emulator/fixtures.js';
+import { demoFixtures, type RunningEmulator } from '../../src/emulator/index.js';
+import { codeFlow } from '../emulator/browser.js';
 
 const cli = fileURLToPath(new URL('../../dist/cli/index.js', import.meta.url));
 const running: ChildProcess[] = [];
@@ -49,6 +52,21 @@ describe('labgate emulator', () => {
       issuer: string;
     };
     expect(discovery.issuer).toBe(url);
+  });
+
+  it('serves a full sign-in that a scripted client completes through the HTML forms', async () => {
+    const { url } = await start(['emulator', '--port', '0']);
+    const model = normaliseFixtures(demoFixtures());
+    const gitlab = {
+      url,
+      applications: model.applications,
+      users: model.users,
+    } as unknown as RunningEmulator;
+    const { tokens } = await codeFlow(gitlab, { user: 'alice', scope: 'openid profile email read_user' });
+    const me = await fetch(`${url}/api/v4/user`, {
+      headers: { authorization: `Bearer ${tokens.access_token}` },
+    });
+    expect(((await me.json()) as { username: string }).username).toBe('alice');
   });
 
   it('serves under --base-path', async () => {
