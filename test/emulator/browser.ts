@@ -214,6 +214,12 @@ export interface SignInOptions {
 /** A scripted browser: one cookie jar, no automatic redirects. */
 export class Browser {
   readonly jar = new CookieJar();
+  readonly #fetch: typeof fetch;
+
+  /** `fetch` may route some origins elsewhere, e.g. an app's `handle(request)` without a socket. */
+  constructor(options: { fetch?: typeof fetch } = {}) {
+    this.#fetch = options.fetch ?? fetch;
+  }
 
   /** Sends a request with the jar's cookies and stores the cookies of the answer. */
   async request(
@@ -224,7 +230,7 @@ export class Browser {
     const cookie = this.jar.header(url);
     if (cookie) headers.set('cookie', cookie);
     if (init.body) headers.set('content-type', 'application/x-www-form-urlencoded');
-    const res = await fetch(url, {
+    const res = await this.#fetch(url, {
       method: init.method ?? 'GET',
       headers,
       redirect: 'manual',

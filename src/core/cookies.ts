@@ -1,0 +1,44 @@
+/**
+ * Cookie parsing and serialisation for labgate's own cookies. Attribute values never come from
+ * user input.
+ */
+
+/** Parses a `Cookie` header. A name sent twice is kept once, and flagged, so callers can refuse it. */
+export function parseCookieHeader(header: string | null | undefined): {
+  cookies: Map<string, string>;
+  duplicated: Set<string>;
+} {
+  const cookies = new Map<string, string>();
+  const duplicated = new Set<string>();
+  if (!header) return { cookies, duplicated };
+  for (const part of header.split(';')) {
+    const at = part.indexOf('=');
+    if (at <= 0) continue;
+    const name = part.slice(0, at).trim();
+    const value = part.slice(at + 1).trim();
+    if (cookies.has(name)) duplicated.add(name);
+    else cookies.set(name, value);
+  }
+  return { cookies, duplicated };
+}
+
+/** Attributes of a cookie labgate sets. */
+export interface CookieOptions {
+  maxAge?: number;
+  secure: boolean;
+  path?: string;
+  sameSite?: 'Lax' | 'Strict';
+}
+
+/** Serialises a `Set-Cookie` value; HttpOnly always. */
+export function serializeCookie(name: string, value: string, options: CookieOptions): string {
+  let cookie = `${name}=${value}; Path=${options.path ?? '/'}; HttpOnly; SameSite=${options.sameSite ?? 'Lax'}`;
+  if (options.secure) cookie += '; Secure';
+  if (options.maxAge !== undefined) cookie += `; Max-Age=${Math.max(0, Math.floor(options.maxAge))}`;
+  return cookie;
+}
+
+/** A `Set-Cookie` value that deletes a cookie. */
+export function clearCookie(name: string, options: { secure: boolean; path?: string }): string {
+  return serializeCookie(name, '', { ...options, maxAge: 0 });
+}

@@ -1,0 +1,24 @@
+/**
+ * labgate's core: "Sign in with GitLab" and GitLab-based access for any app, as a fetch handler on
+ * Web APIs only (`Request`, `Response`, `fetch`, WebCrypto). Adapters translate for each framework.
+ *
+ * @example
+ * ```ts
+ * import { createLabgate } from 'labgate';
+ * const labgate = createLabgate({ clientId, clientSecret, url: 'https://app.example.com', secret });
+ * ```
+ * @packageDocumentation
+ */
+export { KeyRing, parseSecrets } from './crypto.js';
+export { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
+export { createLabgate, type Labgate } from './labgate.js';
+export {
+  isLoopbackHost,
+  type LabgateOptions,
+  type Logger,
+  optionsFromEnv,
+  type ResolvedOptions,
+} from './options.js';
+export { safeReturnTo } from './redirects.js';
+export type { Session } from './sessions.js';
+export { MemoryStore, type SessionRecord, type SessionUser, type Store, type TokenSet } from './store.js';

@@ -1,0 +1,321 @@
+/**
+ * `createLabgate`: the fetch handler of sign-in, sign-out and the session, and the session check
+ * every adapter calls on each request.
+ */
+import * as oauth from 'oauth4webapi';
+import { KeyRing, parseSecrets, randomToken } from './crypto.js';
+import { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
+import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { errorPage, logoutPage } from './pages.js';
+import { discover, type Provider, syncClock, toLabgateError } from './provider.js';
+import { safeReturnTo } from './redirects.js';
+import { type Session, type SessionState, Sessions } from './sessions.js';
+import { completeSignIn, startSignIn } from './signin.js';
+import { MemoryStore, type Store, type TokenSet } from './store.js';
+
+/** labgate for one app: mount `handle` in front of the app, call `getSession` where you need the user. */
+export interface Labgate {
+  /**
+   * Answers labgate's own routes (`/auth/login`, `/auth/callback`, `/auth/logout`, `/auth/session`);
+   * resolves `null` for every other path, which the app then serves.
+   */
+  handle(request: Request): Promise<Response | null>;
+  /** The session of a request, or null. Never throws for a bad cookie; throws `store_unavailable` when the store is down. */
+  getSession(request: Request): Promise<Session | null>;
+  /** The same from a raw `Cookie` header: what adapters call on every request, without building a `Request`. */
+  getSessionFromCookies(cookieHeader: string | null | undefined): Promise<Session | null>;
+  /** A GitLab access token for the session, refreshed first when it is about to expire. */
+  getAccessToken(session: Session): Promise<string>;
+  /** Ends a session (as sign-out does, without revoking the GitLab token). */
+  endSession(session: Session): Promise<void>;
+  /** The sign-in URL that returns to `returnTo` (a same-origin path) afterwards. */
+  signInUrl(returnTo?: string): string;
+  /** Discovers GitLab now instead of at the first sign-in; rejects with a {@link LabgateError} if it cannot. */
+  ready(): Promise<void>;
+  /** The resolved options (read-only). */
+  readonly options: Readonly<ResolvedOptions>;
+  /** The store in use. */
+  readonly store: Store;
+}
+
+const REFRESH_MARGIN_MS = 60_000;
+const PAGE_HEADERS = { 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' };
+
+function wantsJson(request: Request): boolean {
+  const accept = request.headers.get('accept') ?? '';
+  return accept.includes('application/json') && !accept.includes('text/html');
+}
+
+/**
+ * Creates labgate. Checks every option at once and throws `TypeError` on misuse; GitLab itself is
+ * contacted at the first sign-in (or `ready()`), so an app starts even while GitLab is down.
+ *
+ * @example
+ * ```ts
+ * import { createLabgate } from 'labgate';
+ *
+ * const labgate = createLabgate({
+ *   gitlabUrl: 'https://gitlab.com',
+ *   clientId: process.env.GITLAB_CLIENT_ID!,
+ *   clientSecret: process.env.GITLAB_CLIENT_SECRET,
+ *   url: 'https://app.example.com',
+ *   secret: process.env.LABGATE_SECRET!,
+ * });
+ * const response = (await labgate.handle(request)) ?? (await app(request));
+ * ```
+ */
+export function createLabgate(input: LabgateOptions): Labgate {
+  const options = resolveOptions(input);
+  parseSecrets(options.secret);
+  const store = input.store ?? new MemoryStore({ now: options.now });
+  let ring: Promise<KeyRing> | undefined;
+  const keys = () => {
+    ring ??= KeyRing.fromSecret(options.secret);
+    return ring;
+  };
+  let discovered: Promise<Provider> | undefined;
+  let failedAt = 0;
+  const provider = () => {
+    // A failed discovery is retried, but not more than once every 5 seconds.
+    if (!discovered && options.now() - failedAt < 5000 && failedAt !== 0) {
+      return Promise.reject(new LabgateError('gitlab_unreachable', 'GitLab discovery failed moments ago'));
+    }
+    discovered ??= discover(options).catch((error: unknown) => {
+      discovered = undefined;
+      failedAt = options.now();
+      throw error;
+    });
+    return discovered;
+  };
+  const sessions = new Sessions(options, store, keys);
+  const states = new WeakMap<Session, SessionState>();
+  const ctx = { options, store, keys, provider };
+  const { prefix, logger } = options;
+
+  function errorResponse(error: unknown, request: Request, route: string): Response {
+    const reference = randomToken(6);
+    const failure = isLabgateError(error)
+      ? error
+      : new LabgateError('gitlab_error', 'unexpected failure', { cause: error });
+    const code: LabgateErrorCode = isLabgateError(error) ? error.code : 'gitlab_error';
+    const status = ERROR_CODES[code].status;
+    const line = `labgate: ${route} failed: ${code}: ${failure.message} (reference ${reference})`;
+    if (!isLabgateError(error))
+      logger.error(`${line}: ${error instanceof Error ? error.name : typeof error}`);
+    else if (status >= 500) logger.error(line);
+    else logger.warn(line);
+    if (wantsJson(request)) {
+      return Response.json(
+        { error: code, message: ERROR_CODES[code].title, reference },
+        { status, headers: PAGE_HEADERS },
+      );
+    }
+    const again =
+      code === 'session_required' || route.endsWith('/callback') || route.endsWith('/login')
+        ? `${prefix}/login`
+        : '/';
+    return new Response(errorPage(code, { again, reference }), {
+      status,
+      headers: { ...PAGE_HEADERS, 'content-type': 'text/html; charset=utf-8' },
+    });
+  }
+
+  /** POST routes must come from the app's own pages (Origin, or Sec-Fetch-Site for browsers that omit it). */
+  function sameOrigin(request: Request): boolean {
+    const origin = request.headers.get('origin');
+    if (origin !== null) return origin === options.origin;
+    return request.headers.get('sec-fetch-site') === 'same-origin';
+  }
+
+  async function stateOf(request: Request): Promise<SessionState | null> {
+    return sessions.fromCookieHeader(request.headers.get('cookie'));
+  }
+
+  async function revoke(tokens: TokenSet): Promise<void> {
+    const token = tokens.refreshToken ?? tokens.accessToken;
+    try {
+      const server = await provider();
+      if (!server.server.revocation_endpoint) return;
+      const response = await oauth.revocationRequest(server.server, server.client, server.clientAuth, token, {
+        ...server.http,
+        additionalParameters: { token_type_hint: tokens.refreshToken ? 'refresh_token' : 'access_token' },
+        signal: AbortSignal.timeout(3000),
+      });
+      await oauth.processRevocationResponse(response);
+    } catch (error) {
+      // Revocation is best effort: sign-out never fails because GitLab is slow or down.
+      logger.warn(
+        `labgate: revoking the GitLab token failed: ${toLabgateError(error, 'gitlab_error', 'revocation').code}`,
+      );
+    }
+  }
+
+  async function logout(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    if (request.method === 'GET' || request.method === 'HEAD') {
+      return new Response(logoutPage(`${prefix}/logout`), {
+        headers: { ...PAGE_HEADERS, 'content-type': 'text/html; charset=utf-8' },
+      });
+    }
+    if (request.method !== 'POST') throw new LabgateError('method_not_allowed');
+    if (!sameOrigin(request))
+      throw new LabgateError('csrf_rejected', 'sign-out was not requested by this site');
+    let returnTo = url.searchParams.get('returnTo');
+    if (
+      returnTo === null &&
+      (request.headers.get('content-type') ?? '').includes('application/x-www-form-urlencoded')
+    ) {
+      const text = await request.text();
+      if (text.length <= 4096) returnTo = new URLSearchParams(text).get('returnTo');
+    }
+    const state = await stateOf(request);
+    if (state) {
+      const tokens = await sessions.tokens(state).catch(() => null);
+      await sessions.end(state);
+      if (tokens) await revoke(tokens);
+      logger.info(`labgate: session ${state.session.id} signed out`);
+    }
+    return new Response(null, {
+      status: 303,
+      headers: {
+        ...PAGE_HEADERS,
+        location: safeReturnTo(returnTo, options.origin),
+        'set-cookie': sessions.clearCookie(),
+      },
+    });
+  }
+
+  async function callback(request: Request): Promise<Response> {
+    const headers = new Headers(PAGE_HEADERS);
+    try {
+      const done = await completeSignIn(ctx, request, (cookie) => headers.append('set-cookie', cookie));
+      const { setCookie, state } = await sessions.create(done.user, done.tokens);
+      headers.append('set-cookie', setCookie);
+      headers.set('location', done.returnTo);
+      logger.info(
+        `labgate: ${done.user.username} (${done.user.issuer} ${done.user.sub}) signed in, session ${state.session.id}`,
+      );
+      return new Response(null, { status: 303, headers });
+    } catch (error) {
+      const response = errorResponse(error, request, `${prefix}/callback`);
+      for (const cookie of headers.getSetCookie()) response.headers.append('set-cookie', cookie);
+      return response;
+    }
+  }
+
+  async function route(request: Request, path: string): Promise<Response> {
+    const method = request.method;
+    switch (path) {
+      case `${prefix}/login`:
+        if (method !== 'GET' && method !== 'HEAD') throw new LabgateError('method_not_allowed');
+        return startSignIn(ctx, request);
+      case `${prefix}/callback`:
+        if (method !== 'GET') throw new LabgateError('method_not_allowed');
+        return callback(request);
+      case `${prefix}/logout`:
+        return logout(request);
+      case `${prefix}/session`: {
+        if (method !== 'GET' && method !== 'HEAD') throw new LabgateError('method_not_allowed');
+        const state = await stateOf(request);
+        if (!state) throw new LabgateError('session_required');
+        const { session } = state;
+        return Response.json(
+          {
+            user: session.user,
+            session: { id: session.id, createdAt: session.createdAt, expiresAt: session.expiresAt },
+          },
+          { headers: { 'cache-control': 'no-store' } },
+        );
+      }
+      default:
+        throw new LabgateError('not_found');
+    }
+  }
+
+  async function handle(request: Request): Promise<Response | null> {
+    let path: string;
+    try {
+      path = new URL(request.url).pathname;
+    } catch {
+      return null;
+    }
+    if (path !== prefix && !path.startsWith(`${prefix}/`)) return null;
+    try {
+      const response = await route(request, path.replace(/\/+$/, '') || path);
+      if (response.status === 405) response.headers.set('allow', 'GET');
+      return response;
+    } catch (error) {
+      const response = errorResponse(error, request, path);
+      if (isLabgateError(error) && error.code === 'method_not_allowed') {
+        response.headers.set('allow', path.endsWith('/logout') ? 'GET, POST' : 'GET, HEAD');
+      }
+      return response;
+    }
+  }
+
+  async function fromCookies(header: string | null | undefined): Promise<Session | null> {
+    const state = await sessions.fromCookieHeader(header);
+    if (!state) return null;
+    states.set(state.session, state);
+    return state.session;
+  }
+
+  async function getAccessToken(session: Session): Promise<string> {
+    const state = states.get(session);
+    if (!state) throw new TypeError('labgate: getAccessToken takes a session returned by getSession');
+    const tokens = await sessions.tokens(state);
+    if (tokens.expiresAt - REFRESH_MARGIN_MS > options.now() || !tokens.refreshToken)
+      return tokens.accessToken;
+    const server = await provider();
+    let result: oauth.TokenEndpointResponse;
+    try {
+      const response = await oauth.refreshTokenGrantRequest(
+        server.server,
+        server.client,
+        server.clientAuth,
+        tokens.refreshToken,
+        server.http,
+      );
+      syncClock(server, options.now);
+      result = await oauth.processRefreshTokenResponse(server.server, server.client, response);
+    } catch (error) {
+      if (error instanceof oauth.ResponseBodyError && error.error === 'invalid_grant') {
+        await sessions.end(state);
+        throw new LabgateError('session_required', 'GitLab refused the refresh token; sign in again', {
+          cause: error,
+        });
+      }
+      // A transient failure keeps the current token while it is still valid.
+      if (tokens.expiresAt > options.now()) return tokens.accessToken;
+      throw toLabgateError(error, 'gitlab_error', 'token refresh');
+    }
+    const next: TokenSet = {
+      accessToken: result.access_token,
+      refreshToken: result.refresh_token ?? null,
+      expiresAt: options.now() + (typeof result.expires_in === 'number' ? result.expires_in : 300) * 1000,
+      scope: result.scope ?? tokens.scope,
+    };
+    await sessions.updateTokens(state, next);
+    return next.accessToken;
+  }
+
+  return {
+    handle,
+    getSession: (request) => fromCookies(request.headers.get('cookie')),
+    getSessionFromCookies: fromCookies,
+    getAccessToken,
+    async endSession(session) {
+      const state = states.get(session);
+      if (state) await sessions.end(state);
+    },
+    signInUrl: (returnTo) => {
+      const target = safeReturnTo(returnTo, options.origin, '');
+      return target ? `${prefix}/login?returnTo=${encodeURIComponent(target)}` : `${prefix}/login`;
+    },
+    ready: async () => {
+      await provider();
+    },
+    options,
+    store,
+  };
+}

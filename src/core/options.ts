@@ -1,0 +1,214 @@
+/**
+ * labgate's options, their checks at startup (misuse throws `TypeError`), and the environment
+ * variables of the public contract (DESIGN.md) read into options.
+ */
+import type { Store } from './store.js';
+
+/** Where labgate writes what happened. Nothing it logs ever holds a token, secret or code. */
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+/** Options of {@link createLabgate}. */
+export interface LabgateOptions {
+  /** GitLab base URL, with its sub-path if any (`https://gitlab.example.com/gitlab`). Default `https://gitlab.com`. */
+  gitlabUrl?: string;
+  /** The OAuth application's id. */
+  clientId: string;
+  /** The application's secret (confidential apps). Without it labgate acts as a public client (PKCE only). */
+  clientSecret?: string;
+  /** Scopes to request. Default `openid profile email`. */
+  scopes?: string | readonly string[];
+  /** The app's public origin (`LABGATE_URL`); the redirect URI is this plus `/auth/callback`. */
+  url: string;
+  /** `LABGATE_SECRET`: base64url secrets of ≥ 32 bytes, newest first (comma-separated or a list). */
+  secret: string | readonly string[];
+  /** Where state is kept (default: a new {@link MemoryStore}). */
+  store?: Store;
+  /** `server` (default): the cookie holds a session id and secret; `cookie`: the whole session, sealed. */
+  sessionMode?: 'server' | 'cookie';
+  /** Route prefix (default `/auth`). */
+  prefix?: string;
+  /** Absolute session lifetime in seconds (default 7 days). */
+  sessionMaxAge?: number;
+  /** Idle timeout in seconds (default 1 day); the sliding expiry is written at most once per `touchInterval`. */
+  sessionIdleTimeout?: number;
+  /** Seconds between writes of the sliding expiry (default 300). */
+  touchInterval?: number;
+  /**
+   * Seconds a verified session may be served from this process's cache before the store is asked
+   * again (default 5, at most 5): the bound on how stale a revocation made by another instance can be.
+   */
+  sessionCacheTtl?: number;
+  /** Timeout of each request to GitLab in milliseconds (default 10 000). */
+  requestTimeout?: number;
+  /** Largest response body accepted from GitLab, in bytes (default 512 KiB). */
+  maxResponseBytes?: number;
+  /** Clock tolerance for ID tokens in seconds (default 60). */
+  clockTolerance?: number;
+  /** Accept an `http://` GitLab that is not on loopback. Never in production: tokens would cross the network in clear. */
+  dangerouslyAllowInsecureHttp?: boolean;
+  /** Inject `fetch` (tests, proxies, custom CA bundles). */
+  fetch?: typeof fetch;
+  /** Inject the clock (epoch milliseconds). */
+  now?: () => number;
+  /** Where to log (default: `console`); `false` for silence. */
+  logger?: Logger | false;
+}
+
+/** Options after defaults and checks. */
+export interface ResolvedOptions {
+  gitlabUrl: URL;
+  clientId: string;
+  clientSecret: string | null;
+  scopes: string[];
+  origin: string;
+  secure: boolean;
+  redirectUri: string;
+  secret: string | readonly string[];
+  sessionMode: 'server' | 'cookie';
+  prefix: string;
+  sessionMaxAge: number;
+  sessionIdleTimeout: number;
+  touchInterval: number;
+  sessionCacheTtl: number;
+  requestTimeout: number;
+  maxResponseBytes: number;
+  clockTolerance: number;
+  fetch: typeof fetch;
+  now: () => number;
+  logger: Logger;
+}
+
+const silent: Logger = { info() {}, warn() {}, error() {} };
+
+/** True for `localhost`, `*.localhost`, 127.0.0.0/8 and `[::1]`. */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  return (
+    host === 'localhost' ||
+    host.endsWith('.localhost') ||
+    /^127(?:\.\d{1,3}){3}$/.test(host) ||
+    host === '[::1]' ||
+    host === '::1'
+  );
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new TypeError(`labgate: ${name} must be a positive number`);
+  }
+  return value;
+}
+
+function parseUrl(name: string, value: string): URL {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new TypeError(`labgate: ${name} ${JSON.stringify(value)} is not an absolute URL`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new TypeError(`labgate: ${name} must be an http(s) URL`);
+  }
+  if (url.search || url.hash || url.username || url.password) {
+    throw new TypeError(`labgate: ${name} must not carry a query, fragment or credentials`);
+  }
+  return url;
+}
+
+/** Applies defaults and checks options; throws `TypeError` for any misuse. */
+export function resolveOptions(options: LabgateOptions): ResolvedOptions {
+  if (!options || typeof options !== 'object') throw new TypeError('labgate: options are required');
+  const logger = options.logger === false ? silent : (options.logger ?? console);
+  if (typeof options.clientId !== 'string' || options.clientId.trim() === '') {
+    throw new TypeError('labgate: clientId is required (GITLAB_CLIENT_ID: the Application ID GitLab shows)');
+  }
+  const gitlabUrl = parseUrl('gitlabUrl', options.gitlabUrl ?? 'https://gitlab.com');
+  gitlabUrl.pathname = gitlabUrl.pathname.replace(/\/+$/, '');
+  if (gitlabUrl.protocol === 'http:') {
+    if (isLoopbackHost(gitlabUrl.hostname)) {
+      logger.warn(
+        `labgate: GitLab at ${gitlabUrl.origin} is plain http; accepted only because it is on loopback`,
+      );
+    } else if (options.dangerouslyAllowInsecureHttp) {
+      logger.warn(
+        `labgate: DANGER: GitLab at ${gitlabUrl.origin} is plain http; tokens cross the network in clear`,
+      );
+    } else {
+      throw new TypeError(
+        `labgate: GitLab URL ${gitlabUrl.origin} uses http://; use https:// (plain http is accepted only for loopback hosts)`,
+      );
+    }
+  }
+  if (typeof options.url !== 'string')
+    throw new TypeError('labgate: url is required (LABGATE_URL: the public origin of the app)');
+  const app = parseUrl('url', options.url);
+  if (app.pathname !== '/' && app.pathname !== '') {
+    throw new TypeError(
+      'labgate: url must be an origin without a path (LABGATE_URL=https://app.example.com)',
+    );
+  }
+  const prefix = `/${(options.prefix ?? '/auth').replace(/^\/+|\/+$/g, '')}`;
+  if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(prefix))
+    throw new TypeError('labgate: prefix must be a URL path like /auth');
+  const scopes = (
+    typeof options.scopes === 'string'
+      ? options.scopes.split(/[\s,]+/)
+      : [...(options.scopes ?? ['openid', 'profile', 'email'])]
+  ).filter(Boolean);
+  if (scopes.length === 0) throw new TypeError('labgate: scopes must not be empty');
+  const sessionCacheTtl = options.sessionCacheTtl === undefined ? 5 : options.sessionCacheTtl;
+  if (!(sessionCacheTtl >= 0 && sessionCacheTtl <= 5))
+    throw new TypeError('labgate: sessionCacheTtl must be between 0 and 5 seconds');
+  const sessionMode = options.sessionMode ?? 'server';
+  if (sessionMode !== 'server' && sessionMode !== 'cookie')
+    throw new TypeError("labgate: sessionMode must be 'server' or 'cookie'");
+  return {
+    gitlabUrl,
+    clientId: options.clientId.trim(),
+    clientSecret: options.clientSecret ? options.clientSecret : null,
+    scopes: [...new Set(scopes)],
+    origin: app.origin,
+    secure: app.protocol === 'https:',
+    redirectUri: `${app.origin}${prefix}/callback`,
+    secret: options.secret,
+    sessionMode,
+    prefix,
+    sessionMaxAge: positive('sessionMaxAge', options.sessionMaxAge, 7 * 24 * 3600),
+    sessionIdleTimeout: positive('sessionIdleTimeout', options.sessionIdleTimeout, 24 * 3600),
+    touchInterval: positive('touchInterval', options.touchInterval, 300),
+    sessionCacheTtl,
+    requestTimeout: positive('requestTimeout', options.requestTimeout, 10_000),
+    maxResponseBytes: positive('maxResponseBytes', options.maxResponseBytes, 512 * 1024),
+    clockTolerance: positive('clockTolerance', options.clockTolerance, 60),
+    fetch: options.fetch ?? globalThis.fetch,
+    now: options.now ?? Date.now,
+    logger,
+  };
+}
+
+/**
+ * Reads the environment variables of the public contract into options:
+ * `GITLAB_URL`, `GITLAB_CLIENT_ID`, `GITLAB_CLIENT_SECRET`, `GITLAB_SCOPES`, `LABGATE_URL`, `LABGATE_SECRET`.
+ * `PORT` gives the default `LABGATE_URL` (`http://localhost:PORT`).
+ *
+ * @example
+ * ```ts
+ * const labgate = createLabgate({ ...optionsFromEnv(process.env), store });
+ * ```
+ */
+export function optionsFromEnv(env: Record<string, string | undefined>): LabgateOptions {
+  const options: LabgateOptions = {
+    clientId: env['GITLAB_CLIENT_ID'] ?? '',
+    url: env['LABGATE_URL'] ?? `http://localhost:${env['PORT'] ?? 3000}`,
+    secret: env['LABGATE_SECRET'] ?? '',
+  };
+  if (env['GITLAB_URL']) options.gitlabUrl = env['GITLAB_URL'];
+  if (env['GITLAB_CLIENT_SECRET']) options.clientSecret = env['GITLAB_CLIENT_SECRET'];
+  if (env['GITLAB_SCOPES']) options.scopes = env['GITLAB_SCOPES'];
+  return options;
+}

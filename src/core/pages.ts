@@ -1,0 +1,52 @@
+/**
+ * The few pages labgate itself answers with: an error page that says what happened and what to do,
+ * and the sign-out confirmation. Plain HTML, no scripts, no third-party resources.
+ */
+import { ERROR_CODES, type LabgateErrorCode } from './errors.js';
+
+/** Escapes text for HTML content and attribute values. */
+export function escapeHtml(value: string): string {
+  return value.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c,
+  );
+}
+
+const STYLE =
+  'body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1f1e24;background:#fafafa}' +
+  'main{max-width:34rem;margin:12vh auto;padding:2rem;background:#fff;border:1px solid #dcdcde;border-radius:8px}' +
+  'h1{font-size:1.4rem;margin-top:0}.code{color:#626168;font-size:.85rem}' +
+  'a.button,button{display:inline-block;padding:.5rem 1rem;border-radius:4px;border:0;background:#1f75cb;color:#fff;text-decoration:none;font:inherit;cursor:pointer}';
+
+function page(title: string, body: string): string {
+  return `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>${escapeHtml(title)}</title><style>${STYLE}</style></head>
+<body><main>
+${body}
+</main></body>
+</html>
+`;
+}
+
+/** The page for an error code; `again` is where "Start again" leads. */
+export function errorPage(code: LabgateErrorCode, options: { again: string; reference: string }): string {
+  const { title, advice } = ERROR_CODES[code];
+  return page(
+    title,
+    `<h1>${escapeHtml(title)}</h1>
+<p>${escapeHtml(advice)}</p>
+<p><a class="button" href="${escapeHtml(options.again)}">Start again</a></p>
+<p class="code">Error <code>${code}</code> · reference <code>${escapeHtml(options.reference)}</code></p>`,
+  );
+}
+
+/** `GET /auth/logout`: signing out changes state, so it takes a POST from this page. */
+export function logoutPage(action: string): string {
+  return page(
+    'Sign out',
+    `<h1>Sign out?</h1>
+<p>You will be signed out of this site, and its access to your GitLab account will be revoked.</p>
+<form method="post" action="${escapeHtml(action)}"><button type="submit">Sign out</button></form>`,
+  );
+}

@@ -1,0 +1,205 @@
+/**
+ * The connection to one GitLab instance: discovery (OpenID Connect, or plain OAuth on instances
+ * without it), the outgoing-request guard (timeouts, size caps, no redirects), and the translation of
+ * `oauth4webapi`'s errors into {@link LabgateError} codes.
+ */
+import * as oauth from 'oauth4webapi';
+import { LabgateError, type LabgateErrorCode } from './errors.js';
+import type { ResolvedOptions } from './options.js';
+import { isLoopbackHost } from './options.js';
+
+/** What every oauth4webapi request of labgate carries. */
+export interface HttpOptions {
+  // biome-ignore lint/suspicious/noExplicitAny: oauth4webapi types each call's fetch options differently
+  [oauth.customFetch]: (url: string, options: oauth.CustomFetchOptions<any, any>) => Promise<Response>;
+  [oauth.allowInsecureRequests]?: boolean;
+}
+
+/** A GitLab instance as discovered. */
+export interface Provider {
+  /** The OIDC issuer (GitLab's base URL, with its sub-path). */
+  issuer: string;
+  server: oauth.AuthorizationServer;
+  client: oauth.Client;
+  clientAuth: oauth.ClientAuth;
+  /** `oidc` when the instance is an OpenID provider; `oauth` for old instances without discovery. */
+  kind: 'oidc' | 'oauth';
+  /** Options for every oauth4webapi request: the guarded fetch, http for loopback. */
+  http: HttpOptions;
+  /** The REST API base, `…/api/v4`. */
+  apiUrl: string;
+}
+
+/**
+ * Wraps `fetch` so that every request to GitLab has a timeout, a capped body and never follows a
+ * redirect (credentials must not be replayed to another host).
+ */
+export function guardFetch(
+  options: Pick<ResolvedOptions, 'fetch' | 'requestTimeout' | 'maxResponseBytes'>,
+): typeof fetch {
+  return async (input, init = {}) => {
+    const timeout = AbortSignal.timeout(options.requestTimeout);
+    const signal = init.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
+    const response = await options.fetch(input, { ...init, signal, redirect: 'manual' });
+    const declared = Number(response.headers.get('content-length') ?? 0);
+    if (declared > options.maxResponseBytes) {
+      await response.body?.cancel();
+      throw new LabgateError(
+        'gitlab_error',
+        `GitLab's response is larger than ${options.maxResponseBytes} bytes`,
+      );
+    }
+    if (!response.body) return response;
+    const reader = response.body.getReader();
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > options.maxResponseBytes) {
+        await reader.cancel();
+        throw new LabgateError(
+          'gitlab_error',
+          `GitLab's response is larger than ${options.maxResponseBytes} bytes`,
+        );
+      }
+      chunks.push(value);
+    }
+    const body = new Uint8Array(size);
+    let offset = 0;
+    for (const chunk of chunks) {
+      body.set(chunk, offset);
+      offset += chunk.byteLength;
+    }
+    const nullBody = response.status === 204 || response.status === 304;
+    return new Response(nullBody ? null : body, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    });
+  };
+}
+
+/** Maps any failure of a call to GitLab to a {@link LabgateError}. */
+export function toLabgateError(error: unknown, fallback: LabgateErrorCode, what: string): LabgateError {
+  if (error instanceof LabgateError) return error;
+  if (error instanceof oauth.ResponseBodyError) {
+    // GitLab's OAuth error body; its description is GitLab's text, never a secret.
+    return new LabgateError(fallback, `${what}: GitLab answered ${error.status} ${error.error}`, {
+      cause: error,
+    });
+  }
+  if (error instanceof oauth.WWWAuthenticateChallengeError) {
+    return new LabgateError('account_unavailable', `${what}: GitLab refused the token (${error.status})`, {
+      cause: error,
+    });
+  }
+  if (error instanceof oauth.OperationProcessingError) {
+    const code = error.code ?? '';
+    if (
+      code === oauth.JWT_TIMESTAMP_CHECK ||
+      code === oauth.JWT_CLAIM_COMPARISON ||
+      code === oauth.KEY_SELECTION ||
+      /signature|JWT|ID Token|nonce/i.test(error.message)
+    ) {
+      return new LabgateError('id_token_invalid', `${what}: ${error.message}`, { cause: error });
+    }
+    return new LabgateError('gitlab_error', `${what}: ${error.message}`, { cause: error });
+  }
+  if (error instanceof oauth.UnsupportedOperationError) {
+    return new LabgateError('gitlab_error', `${what}: ${error.message}`, { cause: error });
+  }
+  if (error instanceof DOMException && (error.name === 'TimeoutError' || error.name === 'AbortError')) {
+    return new LabgateError('gitlab_unreachable', `${what}: GitLab did not answer in time`, { cause: error });
+  }
+  if (error instanceof TypeError) {
+    return new LabgateError('gitlab_unreachable', `${what}: ${error.message}`, { cause: error });
+  }
+  return new LabgateError(fallback, `${what}: ${error instanceof Error ? error.message : String(error)}`, {
+    cause: error,
+  });
+}
+
+function checkEndpoints(server: oauth.AuthorizationServer, issuer: URL): void {
+  for (const key of [
+    'authorization_endpoint',
+    'token_endpoint',
+    'userinfo_endpoint',
+    'jwks_uri',
+    'revocation_endpoint',
+  ] as const) {
+    const value = server[key];
+    if (value === undefined) continue;
+    const url = new URL(value);
+    const schemeOk = url.protocol === 'https:' || (url.protocol === 'http:' && issuer.protocol === 'http:');
+    if (!schemeOk || url.host !== issuer.host) {
+      throw new LabgateError(
+        'discovery_failed',
+        `GitLab's ${key} (${url.origin}) is not on the issuer's origin ${issuer.origin}`,
+      );
+    }
+  }
+}
+
+/** Discovers a GitLab instance: OIDC discovery, else plain OAuth endpoints under the base URL. */
+export async function discover(options: ResolvedOptions): Promise<Provider> {
+  const issuer = new URL(options.gitlabUrl.href.replace(/\/+$/, ''));
+  const insecure = issuer.protocol === 'http:';
+  const guarded = guardFetch(options);
+  const http: HttpOptions = { [oauth.customFetch]: (url, init) => guarded(url, init as RequestInit) };
+  if (insecure) http[oauth.allowInsecureRequests] = true;
+  let server: oauth.AuthorizationServer;
+  let kind: Provider['kind'] = 'oidc';
+  let response: Response;
+  try {
+    response = await oauth.discoveryRequest(issuer, { ...http, algorithm: 'oidc' });
+  } catch (error) {
+    throw toLabgateError(error, 'discovery_failed', 'OpenID Connect discovery');
+  }
+  if (response.status === 404) {
+    await response.body?.cancel();
+    // Old self-managed GitLab without OpenID Connect: the OAuth endpoints sit at fixed paths.
+    kind = 'oauth';
+    const base = issuer.href.replace(/\/+$/, '');
+    server = {
+      issuer: base,
+      authorization_endpoint: `${base}/oauth/authorize`,
+      token_endpoint: `${base}/oauth/token`,
+      revocation_endpoint: `${base}/oauth/revoke`,
+    };
+    options.logger.warn(
+      `labgate: ${base} has no OpenID Connect discovery; signing in with plain OAuth and /api/v4/user`,
+    );
+  } else {
+    try {
+      server = await oauth.processDiscoveryResponse(issuer, response);
+    } catch (error) {
+      throw toLabgateError(error, 'discovery_failed', 'OpenID Connect discovery');
+    }
+    checkEndpoints(server, issuer);
+  }
+  const client: oauth.Client = {
+    client_id: options.clientId,
+    [oauth.clockTolerance]: options.clockTolerance,
+  };
+  return {
+    issuer: server.issuer,
+    server,
+    client,
+    clientAuth: options.clientSecret ? oauth.ClientSecretPost(options.clientSecret) : oauth.None(),
+    kind,
+    http,
+    apiUrl: `${issuer.href.replace(/\/+$/, '')}/api/v4`,
+  };
+}
+
+/** Aligns oauth4webapi's clock with the injected one before a time-sensitive check. */
+export function syncClock(provider: Provider, now: () => number): void {
+  provider.client[oauth.clockSkew] = Math.round((now() - Date.now()) / 1000);
+}
+
+/** Whether the GitLab URL is on loopback (used to relax the https rule for development). */
+export function onLoopback(url: URL): boolean {
+  return isLoopbackHost(url.hostname);
+}

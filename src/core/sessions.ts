@@ -1,0 +1,252 @@
+/**
+ * Sessions. Server mode (default): the cookie holds `id.secret`, the store keeps only a hash of the
+ * secret, compared in constant time; the sliding expiry is written at most once per touch interval.
+ * Cookie mode: the whole session (never group lists) sealed in the cookie, for apps without a store.
+ *
+ * Verified sessions are cached in this process for at most `sessionCacheTtl` seconds (≤ 5), so the
+ * check on every request is nearly free; a session ended here leaves the cache at once, one ended by
+ * another instance within that bound.
+ */
+import { clearCookie, parseCookieHeader, serializeCookie } from './cookies.js';
+import { type KeyRing, randomToken, sha256, timingSafeEqual } from './crypto.js';
+import { LabgateError } from './errors.js';
+import type { ResolvedOptions } from './options.js';
+import type { SessionRecord, SessionUser, Store, TokenSet } from './store.js';
+
+/** A signed-in session, as the app sees it. */
+export interface Session {
+  /** Opaque session id (not the cookie value; safe to log). */
+  id: string;
+  user: SessionUser;
+  /** Epoch milliseconds. */
+  createdAt: number;
+  /** Absolute end, epoch milliseconds. */
+  expiresAt: number;
+}
+
+/** What the core keeps beside a {@link Session}: its sealed tokens. */
+export interface SessionState {
+  session: Session;
+  tokens: string;
+  idleExpiresAt: number;
+}
+
+interface CookieSession {
+  v: 1;
+  id: string;
+  user: SessionUser;
+  tokens: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+const CACHE_LIMIT = 10_000;
+const MAX_COOKIE_BYTES = 4000;
+
+/** The session cookie's name: `__Host-labgate` on https (no Domain, Path=/, Secure), `labgate` on plain http. */
+export function sessionCookieName(secure: boolean): string {
+  return secure ? '__Host-labgate' : 'labgate';
+}
+
+/** Creates, finds and ends sessions. */
+export class Sessions {
+  readonly #options: ResolvedOptions;
+  readonly #store: Store;
+  readonly #keys: () => Promise<KeyRing>;
+  readonly #cache = new Map<string, { state: SessionState; until: number }>();
+  readonly cookieName: string;
+
+  constructor(options: ResolvedOptions, store: Store, keys: () => Promise<KeyRing>) {
+    this.#options = options;
+    this.#store = store;
+    this.#keys = keys;
+    this.cookieName = sessionCookieName(options.secure);
+  }
+
+  /** Starts a session (a brand-new id: sessions are never carried across sign-ins); returns its `Set-Cookie`. */
+  async create(user: SessionUser, tokens: TokenSet): Promise<{ state: SessionState; setCookie: string }> {
+    const keys = await this.#keys();
+    const now = this.#options.now();
+    const id = randomToken(16);
+    const sealedTokens = await keys.seal(JSON.stringify(tokens), 'token', id);
+    const session: Session = {
+      id,
+      user,
+      createdAt: now,
+      expiresAt: now + this.#options.sessionMaxAge * 1000,
+    };
+    const idleExpiresAt = Math.min(session.expiresAt, now + this.#options.sessionIdleTimeout * 1000);
+    const maxAge = this.#options.sessionMaxAge;
+    if (this.#options.sessionMode === 'cookie') {
+      const payload: CookieSession = {
+        v: 1,
+        id,
+        user: { ...user, groups: [] },
+        tokens: sealedTokens,
+        createdAt: session.createdAt,
+        expiresAt: session.expiresAt,
+      };
+      const value = await keys.seal(JSON.stringify(payload), 'session', this.cookieName);
+      if (value.length + this.cookieName.length > MAX_COOKIE_BYTES) {
+        throw new LabgateError(
+          'store_unavailable',
+          'the session does not fit in a cookie; use server sessions with a store',
+        );
+      }
+      const state = {
+        session: { ...session, user: payload.user },
+        tokens: sealedTokens,
+        idleExpiresAt: session.expiresAt,
+      };
+      return { state, setCookie: this.#cookie(value, maxAge) };
+    }
+    const secret = randomToken(32);
+    const record: SessionRecord = {
+      id,
+      secretHash: await sha256(secret),
+      identity: `${user.issuer} ${user.sub}`,
+      user,
+      tokens: sealedTokens,
+      createdAt: session.createdAt,
+      expiresAt: session.expiresAt,
+      idleExpiresAt,
+    };
+    await this.#guard(() => this.#store.setSession(record));
+    return {
+      state: { session, tokens: sealedTokens, idleExpiresAt },
+      setCookie: this.#cookie(`${id}.${secret}`, maxAge),
+    };
+  }
+
+  #cookie(value: string, maxAge: number): string {
+    return serializeCookie(this.cookieName, value, { secure: this.#options.secure, maxAge });
+  }
+
+  /** A `Set-Cookie` that removes the session cookie. */
+  clearCookie(): string {
+    return clearCookie(this.cookieName, { secure: this.#options.secure });
+  }
+
+  async #guard<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      if (error instanceof LabgateError) throw error;
+      throw new LabgateError(
+        'store_unavailable',
+        `the session store failed: ${(error as Error)?.message ?? error}`,
+        {
+          cause: error,
+        },
+      );
+    }
+  }
+
+  /** The session of a `Cookie` header, or null. A malformed, forged or expired cookie is simply no session. */
+  async fromCookieHeader(header: string | null | undefined): Promise<SessionState | null> {
+    if (!header || !header.includes(this.cookieName)) return null;
+    const { cookies, duplicated } = parseCookieHeader(header);
+    // Two cookies of the same name (one tossed in by a sibling domain) are ambiguous: trust neither.
+    if (duplicated.has(this.cookieName)) return null;
+    const value = cookies.get(this.cookieName);
+    if (!value || value.length > MAX_COOKIE_BYTES) return null;
+    const now = this.#options.now();
+    const cached = this.#cache.get(value);
+    if (cached) {
+      if (cached.until > now && cached.state.session.expiresAt > now && cached.state.idleExpiresAt > now) {
+        return cached.state;
+      }
+      this.#cache.delete(value);
+    }
+    const state =
+      this.#options.sessionMode === 'cookie'
+        ? await this.#openCookie(value, now)
+        : await this.#load(value, now);
+    if (state && this.#options.sessionCacheTtl > 0) {
+      if (this.#cache.size >= CACHE_LIMIT) this.#cache.delete(this.#cache.keys().next().value!);
+      this.#cache.set(value, { state, until: now + this.#options.sessionCacheTtl * 1000 });
+    }
+    return state;
+  }
+
+  async #openCookie(value: string, now: number): Promise<SessionState | null> {
+    const keys = await this.#keys();
+    const opened = await keys.open(value, 'session', this.cookieName);
+    if (!opened) return null;
+    let payload: CookieSession;
+    try {
+      payload = JSON.parse(opened.plaintext) as CookieSession;
+    } catch {
+      return null;
+    }
+    if (payload.v !== 1 || typeof payload.expiresAt !== 'number' || payload.expiresAt <= now) return null;
+    if ((await this.#store.get(`ended:${payload.id}`).catch(() => null)) !== null) return null;
+    const session: Session = {
+      id: payload.id,
+      user: payload.user,
+      createdAt: payload.createdAt,
+      expiresAt: payload.expiresAt,
+    };
+    return { session, tokens: payload.tokens, idleExpiresAt: payload.expiresAt };
+  }
+
+  async #load(value: string, now: number): Promise<SessionState | null> {
+    const dot = value.indexOf('.');
+    if (dot <= 0) return null;
+    const id = value.slice(0, dot);
+    const secret = value.slice(dot + 1);
+    if (!/^[A-Za-z0-9_-]{16,64}$/.test(id) || !/^[A-Za-z0-9_-]{32,128}$/.test(secret)) return null;
+    const record = await this.#guard(() => this.#store.getSession(id));
+    if (!record) return null;
+    if (!timingSafeEqual(await sha256(secret), record.secretHash)) return null;
+    if (record.expiresAt <= now || record.idleExpiresAt <= now) return null;
+    let idleExpiresAt = record.idleExpiresAt;
+    const lastTouch = idleExpiresAt - this.#options.sessionIdleTimeout * 1000;
+    if (now - lastTouch >= this.#options.touchInterval * 1000) {
+      idleExpiresAt = Math.min(record.expiresAt, now + this.#options.sessionIdleTimeout * 1000);
+      await this.#guard(() => this.#store.touchSession(id, idleExpiresAt));
+    }
+    const session: Session = {
+      id,
+      user: record.user,
+      createdAt: record.createdAt,
+      expiresAt: record.expiresAt,
+    };
+    return { session, tokens: record.tokens, idleExpiresAt };
+  }
+
+  /** Replaces a session's sealed tokens (after a refresh). */
+  async updateTokens(state: SessionState, tokens: TokenSet): Promise<void> {
+    const keys = await this.#keys();
+    state.tokens = await keys.seal(JSON.stringify(tokens), 'token', state.session.id);
+    if (this.#options.sessionMode === 'server') {
+      const record = await this.#guard(() => this.#store.getSession(state.session.id));
+      if (record) await this.#guard(() => this.#store.setSession({ ...record, tokens: state.tokens }));
+    }
+  }
+
+  /** Opens a session's tokens. */
+  async tokens(state: SessionState): Promise<TokenSet> {
+    const keys = await this.#keys();
+    const opened = await keys.open(state.tokens, 'token', state.session.id);
+    if (!opened) {
+      throw new LabgateError(
+        'session_required',
+        'the session tokens cannot be opened with the configured secrets',
+      );
+    }
+    return JSON.parse(opened.plaintext) as TokenSet;
+  }
+
+  /** Ends a session everywhere: the store record (or, in cookie mode, a tombstone until it would expire). */
+  async end(state: SessionState): Promise<void> {
+    for (const [key, entry] of this.#cache)
+      if (entry.state.session.id === state.session.id) this.#cache.delete(key);
+    if (this.#options.sessionMode === 'cookie') {
+      const ttl = state.session.expiresAt - this.#options.now();
+      if (ttl > 0) await this.#guard(() => this.#store.put(`ended:${state.session.id}`, '1', ttl));
+      return;
+    }
+    await this.#guard(() => this.#store.deleteSession(state.session.id));
+  }
+}

@@ -1,0 +1,322 @@
+/**
+ * Sign-in: the authorization request and the callback, every rule of SECURITY.md §2 in order.
+ * The transaction (state, PKCE verifier, nonce, returnTo, issuer, redirect URI) lives in a sealed,
+ * short-lived cookie bound to this browser; one cookie per flow, so several tabs can sign in at once.
+ */
+import * as oauth from 'oauth4webapi';
+import { clearCookie, parseCookieHeader, serializeCookie } from './cookies.js';
+import { type KeyRing, sha256, timingSafeEqual } from './crypto.js';
+import { LabgateError } from './errors.js';
+import type { ResolvedOptions } from './options.js';
+import { normaliseProfile } from './profile.js';
+import { type Provider, syncClock, toLabgateError } from './provider.js';
+import { safeReturnTo } from './redirects.js';
+import type { SessionUser, Store, TokenSet } from './store.js';
+
+/** The sign-in transaction, sealed in its cookie. */
+interface Transaction {
+  v: 1;
+  state: string;
+  verifier: string;
+  nonce: string | null;
+  returnTo: string;
+  issuer: string;
+  redirectUri: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+/** How long a sign-in may take, from the click to the callback. */
+export const TRANSACTION_LIFETIME_MS = 10 * 60 * 1000;
+const MAX_TRANSACTIONS = 3;
+const MAX_CALLBACK_URL = 8 * 1024;
+const MAX_CODE = 1024;
+const MAX_STATE = 512;
+const API_SCOPES = ['read_user', 'read_api', 'api'];
+
+/** What the sign-in needs from the rest of labgate. */
+export interface SignInContext {
+  options: ResolvedOptions;
+  store: Store;
+  keys: () => Promise<KeyRing>;
+  provider: () => Promise<Provider>;
+}
+
+function transactionPrefix(options: ResolvedOptions): string {
+  return options.secure ? '__Host-labgate-tx-' : 'labgate-tx-';
+}
+
+async function transactionCookieName(options: ResolvedOptions, state: string): Promise<string> {
+  return `${transactionPrefix(options)}${(await sha256(state)).slice(0, 16)}`;
+}
+
+/** `GET /auth/login?returnTo=/path`: answers the redirect to GitLab with a new transaction cookie. */
+export async function startSignIn(ctx: SignInContext, request: Request): Promise<Response> {
+  const { options } = ctx;
+  const url = new URL(request.url);
+  const returnTo = safeReturnTo(url.searchParams.get('returnTo'), options.origin);
+  const provider = await ctx.provider();
+  const keys = await ctx.keys();
+  const now = options.now();
+  const oidc = provider.kind === 'oidc';
+  const transaction: Transaction = {
+    v: 1,
+    state: oauth.generateRandomState(),
+    verifier: oauth.generateRandomCodeVerifier(),
+    nonce: oidc ? oauth.generateRandomNonce() : null,
+    returnTo,
+    issuer: provider.issuer,
+    redirectUri: options.redirectUri,
+    createdAt: now,
+    expiresAt: now + TRANSACTION_LIFETIME_MS,
+  };
+  const scopes = oidc
+    ? options.scopes
+    : // Without OpenID Connect the identity comes from /api/v4/user, which needs read_user.
+      [
+        ...options.scopes.filter((s) => !['openid', 'profile', 'email'].includes(s)),
+        ...(options.scopes.some((s) => API_SCOPES.includes(s)) ? [] : ['read_user']),
+      ];
+  const target = new URL(provider.server.authorization_endpoint!);
+  target.searchParams.set('client_id', options.clientId);
+  target.searchParams.set('redirect_uri', options.redirectUri);
+  target.searchParams.set('response_type', 'code');
+  target.searchParams.set('scope', scopes.join(' '));
+  target.searchParams.set('state', transaction.state);
+  if (transaction.nonce) target.searchParams.set('nonce', transaction.nonce);
+  target.searchParams.set('code_challenge', await oauth.calculatePKCECodeChallenge(transaction.verifier));
+  target.searchParams.set('code_challenge_method', 'S256');
+
+  const headers = new Headers({
+    location: target.href,
+    'cache-control': 'no-store',
+    'referrer-policy': 'no-referrer',
+  });
+  // Keep at most MAX_TRANSACTIONS flows per browser: drop the oldest so cookies never pile up.
+  const prefix = transactionPrefix(options);
+  const { cookies } = parseCookieHeader(request.headers.get('cookie'));
+  const open: { name: string; createdAt: number }[] = [];
+  for (const [name, value] of cookies) {
+    if (!name.startsWith(prefix)) continue;
+    const opened = await keys.open(value, 'transaction', name);
+    const createdAt = opened ? (JSON.parse(opened.plaintext) as Transaction).createdAt : 0;
+    if (!opened || createdAt + TRANSACTION_LIFETIME_MS <= now)
+      headers.append('set-cookie', clearCookie(name, { secure: options.secure }));
+    else open.push({ name, createdAt });
+  }
+  open.sort((a, b) => a.createdAt - b.createdAt);
+  for (const { name } of open.slice(0, Math.max(0, open.length - (MAX_TRANSACTIONS - 1)))) {
+    headers.append('set-cookie', clearCookie(name, { secure: options.secure }));
+  }
+  const name = await transactionCookieName(options, transaction.state);
+  const sealed = await keys.seal(JSON.stringify(transaction), 'transaction', name);
+  headers.append(
+    'set-cookie',
+    serializeCookie(name, sealed, { secure: options.secure, maxAge: TRANSACTION_LIFETIME_MS / 1000 }),
+  );
+  return new Response(null, { status: 302, headers });
+}
+
+/** The parameters of the callback URL, refused when duplicated, oversized or not printable. */
+function callbackParameters(url: URL): URLSearchParams {
+  if (url.href.length > MAX_CALLBACK_URL)
+    throw new LabgateError('callback_invalid', 'the callback URL is too long');
+  const params = url.searchParams;
+  for (const name of ['code', 'state', 'error', 'iss', 'error_description']) {
+    if (params.getAll(name).length > 1)
+      throw new LabgateError('callback_invalid', `the callback repeats "${name}"`);
+  }
+  for (const [name, value] of params) {
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+    if (/[\u0000-\u001f\u007f]/.test(value))
+      throw new LabgateError('callback_invalid', `"${name}" holds control characters`);
+  }
+  if ((params.get('code') ?? '').length > MAX_CODE)
+    throw new LabgateError('callback_invalid', 'the code is too long');
+  if ((params.get('state') ?? '').length > MAX_STATE)
+    throw new LabgateError('callback_invalid', 'the state is too long');
+  return params;
+}
+
+/** Result of a completed callback. */
+export interface CompletedSignIn {
+  user: SessionUser;
+  tokens: TokenSet;
+  returnTo: string;
+}
+
+/**
+ * `GET /auth/callback`: checks the response against this browser's transaction, exchanges the code,
+ * validates the ID token, reads the profile. The transaction cookie is cleared whatever the outcome:
+ * `clear` receives its `Set-Cookie` before any check can fail.
+ */
+export async function completeSignIn(
+  ctx: SignInContext,
+  request: Request,
+  clear: (setCookie: string) => void,
+): Promise<CompletedSignIn> {
+  const { options, store } = ctx;
+  const url = new URL(request.url);
+  const params = callbackParameters(url);
+  const state = params.get('state');
+  if (!state) throw new LabgateError('transaction_invalid', 'the callback carries no state');
+  const name = await transactionCookieName(options, state);
+  const { cookies, duplicated } = parseCookieHeader(request.headers.get('cookie'));
+  const sealed = cookies.get(name);
+  if (!sealed)
+    throw new LabgateError('transaction_missing', 'no sign-in transaction for this state in this browser');
+  clear(clearCookie(name, { secure: options.secure }));
+  if (duplicated.has(name))
+    throw new LabgateError('transaction_invalid', 'the transaction cookie was sent twice');
+  const keys = await ctx.keys();
+  const opened = await keys.open(sealed, 'transaction', name);
+  if (!opened) throw new LabgateError('transaction_invalid', 'the transaction cookie cannot be opened');
+  const transaction = JSON.parse(opened.plaintext) as Transaction;
+  if (transaction.v !== 1 || !timingSafeEqual(transaction.state, state)) {
+    throw new LabgateError('transaction_invalid', 'the state does not match this browser’s transaction');
+  }
+  if (transaction.expiresAt <= options.now())
+    throw new LabgateError('transaction_missing', 'the sign-in transaction expired');
+  const provider = await ctx.provider();
+  if (transaction.issuer !== provider.issuer || transaction.redirectUri !== options.redirectUri) {
+    throw new LabgateError(
+      'transaction_invalid',
+      'the transaction belongs to another GitLab or redirect URI',
+    );
+  }
+  // State is single-use across every instance that shares the store.
+  let fresh: boolean;
+  try {
+    fresh = await store.add(`state:${await sha256(state)}`, '1', TRANSACTION_LIFETIME_MS);
+  } catch (error) {
+    throw new LabgateError('store_unavailable', 'the store failed while checking the state', {
+      cause: error,
+    });
+  }
+  if (!fresh) throw new LabgateError('transaction_invalid', 'this sign-in response was already used');
+
+  const error = params.get('error');
+  if (error !== null) {
+    throw new LabgateError(
+      error === 'access_denied' ? 'access_denied' : 'authorization_failed',
+      `GitLab answered the authorization request with ${JSON.stringify(error.slice(0, 64))}`,
+    );
+  }
+  const iss = params.get('iss');
+  if (iss !== null && iss !== provider.issuer)
+    throw new LabgateError('callback_invalid', 'the response names another issuer');
+  if (!params.get('code')) throw new LabgateError('callback_invalid', 'the callback carries no code');
+
+  let result: oauth.TokenEndpointResponse;
+  try {
+    const checked = oauth.validateAuthResponse(provider.server, provider.client, params, transaction.state);
+    const response = await oauth.authorizationCodeGrantRequest(
+      provider.server,
+      provider.client,
+      provider.clientAuth,
+      checked,
+      transaction.redirectUri,
+      transaction.verifier,
+      provider.http,
+    );
+    syncClock(provider, options.now);
+    result = await oauth.processAuthorizationCodeResponse(provider.server, provider.client, response, {
+      ...(transaction.nonce ? { expectedNonce: transaction.nonce, requireIdToken: true } : {}),
+    });
+  } catch (cause) {
+    throw toLabgateError(cause, 'token_exchange_failed', 'the code exchange');
+  }
+  if (result.token_type.toLowerCase() !== 'bearer')
+    throw new LabgateError('gitlab_error', 'GitLab issued a token that is not a Bearer token');
+  const granted = (result.scope ?? options.scopes.join(' ')).split(' ');
+  if (provider.kind === 'oidc' && !granted.includes('openid'))
+    throw new LabgateError('gitlab_error', 'GitLab did not grant the openid scope');
+
+  const claims =
+    provider.kind === 'oidc'
+      ? (oauth.getValidatedIdTokenClaims(result) as Record<string, unknown>)
+      : undefined;
+  let userinfo: Record<string, unknown> | undefined;
+  if (claims) {
+    try {
+      const response = await oauth.userInfoRequest(
+        provider.server,
+        provider.client,
+        result.access_token,
+        provider.http,
+      );
+      userinfo = (await oauth.processUserInfoResponse(
+        provider.server,
+        provider.client,
+        String(claims['sub']),
+        response,
+      )) as Record<string, unknown>;
+    } catch (cause) {
+      throw toLabgateError(cause, 'gitlab_error', 'userinfo');
+    }
+  }
+  let apiUser: Record<string, unknown> | undefined;
+  if (!claims || granted.some((s) => API_SCOPES.includes(s))) {
+    apiUser = await readApiUser(provider, result.access_token);
+    if (claims && String(apiUser['id']) !== String(claims['sub'])) {
+      throw new LabgateError('id_token_invalid', '/api/v4/user names another user than the ID token');
+    }
+  }
+  let user: SessionUser;
+  try {
+    user = normaliseProfile({
+      issuer: provider.issuer,
+      ...(claims ? { claims } : {}),
+      ...(userinfo ? { userinfo } : {}),
+      ...(apiUser ? { apiUser } : {}),
+    });
+  } catch (cause) {
+    throw new LabgateError('gitlab_error', 'GitLab released no usable identity', { cause });
+  }
+  const expiresIn = typeof result.expires_in === 'number' ? result.expires_in : 300;
+  return {
+    user,
+    tokens: {
+      accessToken: result.access_token,
+      refreshToken: result.refresh_token ?? null,
+      expiresAt: options.now() + expiresIn * 1000,
+      scope: granted.join(' '),
+    },
+    returnTo: safeReturnTo(transaction.returnTo, options.origin),
+  };
+}
+
+async function readApiUser(provider: Provider, accessToken: string): Promise<Record<string, unknown>> {
+  let response: Response;
+  try {
+    response = await oauth.protectedResourceRequest(
+      accessToken,
+      'GET',
+      new URL(`${provider.apiUrl}/user`),
+      new Headers({ accept: 'application/json' }),
+      null,
+      provider.http,
+    );
+  } catch (cause) {
+    throw toLabgateError(cause, 'gitlab_error', '/api/v4/user');
+  }
+  if (response.status === 401 || response.status === 403) {
+    await response.body?.cancel();
+    throw new LabgateError('account_unavailable', `/api/v4/user answered ${response.status}`);
+  }
+  let body: unknown;
+  try {
+    body = response.ok ? await response.json() : undefined;
+  } catch {
+    body = undefined;
+  }
+  if (
+    !body ||
+    typeof body !== 'object' ||
+    Array.isArray(body) ||
+    typeof (body as { id?: unknown }).id !== 'number'
+  ) {
+    throw new LabgateError('gitlab_error', `/api/v4/user answered ${response.status} without a user`);
+  }
+  return body as Record<string, unknown>;
+}
