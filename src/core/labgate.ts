@@ -28,6 +28,11 @@ export interface Labgate {
   getAccessToken(session: Session): Promise<string>;
   /** Ends a session (as sign-out does, without revoking the GitLab token). */
   endSession(session: Session): Promise<void>;
+  /**
+   * The response for an error, as labgate's routes answer it: the status of its code and a page that
+   * says what to do (JSON for `Accept: application/json`). Adapters use it so every host answers alike.
+   */
+  errorResponse(error: unknown, request: Request): Response;
   /** The sign-in URL that returns to `returnTo` (a same-origin path) afterwards. */
   signInUrl(returnTo?: string): string;
   /** Discovers GitLab now instead of at the first sign-in; rejects with a {@link LabgateError} if it cannot. */
@@ -308,6 +313,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
       const state = states.get(session);
       if (state) await sessions.end(state);
     },
+    errorResponse: (error, request) => errorResponse(error, request, new URL(request.url).pathname),
     signInUrl: (returnTo) => {
       const target = safeReturnTo(returnTo, options.origin, '');
       return target ? `${prefix}/login?returnTo=${encodeURIComponent(target)}` : `${prefix}/login`;

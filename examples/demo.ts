@@ -1,0 +1,82 @@
+/**
+ * `npm start`: the demo. Starts the GitLab emulator with the demo fixtures and the example app signed
+ * in through it, then prints where to go and how to sign in. With GITLAB_URL, GITLAB_CLIENT_ID and
+ * GITLAB_CLIENT_SECRET set, the same app signs in against that GitLab instead.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { demoFixtures, type RunningEmulator, startEmulator } from 'labgate/emulator';
+import { startExampleApp } from './express/server.js';
+
+const DATA = process.env['LABGATE_DATA'] ?? '.labgate';
+
+/** The demo's secret: made once and kept in the data folder (never a fixed default). */
+function demoSecret(): string {
+  const file = join(DATA, 'secret');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  mkdirSync(DATA, { recursive: true });
+  const secret = randomBytes(32).toString('base64url');
+  writeFileSync(file, `${secret}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return secret;
+}
+
+async function startDemoGitLab(appUrl: string): Promise<RunningEmulator> {
+  const fixtures = demoFixtures();
+  const app = fixtures.applications![0]!;
+  const callback = `${appUrl}/auth/callback`;
+  if (!app.redirectUris.includes(callback)) app.redirectUris.push(callback);
+  const port = Number(process.env['EMULATOR_PORT'] ?? 3999);
+  try {
+    return await startEmulator({ port, fixtures });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+    return startEmulator({ port: 0, fixtures });
+  }
+}
+
+async function main(): Promise<void> {
+  const env = { ...process.env };
+  const port = Number(env['PORT'] ?? 3000);
+  env['PORT'] = String(port);
+  env['LABGATE_URL'] ??= `http://localhost:${port}`;
+  env['LABGATE_SECRET'] ??= demoSecret();
+  let gitlab: RunningEmulator | undefined;
+  if (!env['GITLAB_URL']) {
+    gitlab = await startDemoGitLab(env['LABGATE_URL']);
+    const app = gitlab.applications[0]!;
+    env['GITLAB_URL'] = gitlab.url;
+    env['GITLAB_CLIENT_ID'] = app.uid;
+    env['GITLAB_CLIENT_SECRET'] = app.secret;
+  } else if (!env['GITLAB_CLIENT_ID']) {
+    throw new Error(
+      'GITLAB_URL is set: set GITLAB_CLIENT_ID and GITLAB_CLIENT_SECRET too (see `npx labgate doctor`)',
+    );
+  }
+  const { server, url } = await startExampleApp(env);
+  const lines = [
+    '',
+    `  labgate demo: open ${url}`,
+    '',
+    gitlab
+      ? `  GitLab (emulated) at ${gitlab.url}: sign in as alice / alice-password\n  (also bob, grace, erin: <name>-password; carol has 2FA, recovery code 3f4a1c9e2b7d8a60)`
+      : `  GitLab at ${env['GITLAB_URL']}`,
+    '',
+    '  Press Ctrl+C to stop.',
+    '',
+  ];
+  process.stdout.write(lines.join('\n'));
+  const stop = async () => {
+    server.close();
+    server.closeAllConnections();
+    await gitlab?.close();
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`labgate demo: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,169 @@
+/**
+ * labgate for Express: one middleware that answers labgate's routes and puts the signed-in user on
+ * `req`, and `requireUser()` for routes that need one. Works with Express 4 and 5.
+ *
+ * @example
+ * ```ts
+ * import express from 'express';
+ * import { createLabgate } from 'labgate';
+ * import { labgate, requireUser } from 'labgate/express';
+ *
+ * const auth = createLabgate({ clientId, clientSecret, url: 'http://localhost:3000', secret });
+ * const app = express();
+ * app.use(labgate(auth));
+ * app.get('/me', requireUser(), (req, res) => res.json(req.labgate!.user));
+ * ```
+ * @packageDocumentation
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Labgate, Session, SessionUser } from '../core/index.js';
+import { sendWebResponse, toWebRequest } from './node.js';
+
+/** What labgate puts on each Express request (`req.labgate`). */
+export interface LabgateContext {
+  /** The signed-in user, or null. */
+  user: SessionUser | null;
+  /** The session, or null. */
+  session: Session | null;
+  /** The user's GitLab access token (refreshed when about to expire). Rejects without a session. */
+  accessToken(): Promise<string>;
+  /** The labgate instance. */
+  labgate: Labgate;
+}
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** Set by labgate's middleware. */
+      labgate?: LabgateContext;
+    }
+  }
+}
+
+/** Options of {@link labgate}. */
+export interface ExpressOptions {
+  /** Trust `X-Forwarded-*` from a proxy in front of the app (only for labgate's own routes' client address). Default false. */
+  trustProxy?: boolean;
+}
+
+type Next = (error?: unknown) => void;
+type Middleware = (
+  req: IncomingMessage & { labgate?: LabgateContext },
+  res: ServerResponse,
+  next: Next,
+) => void;
+
+function context(auth: Labgate, session: Session | null): LabgateContext {
+  return {
+    user: session?.user ?? null,
+    session,
+    labgate: auth,
+    accessToken: () =>
+      session
+        ? auth.getAccessToken(session)
+        : Promise.reject(new TypeError('labgate: no signed-in user on this request')),
+  };
+}
+
+/** The URL Express saw, as a Web `Request` on the app's configured origin (never the Host header's). */
+function webRequest(
+  auth: Labgate,
+  req: IncomingMessage,
+  res: ServerResponse,
+  options: ExpressOptions,
+): Request {
+  const mounted = req.url;
+  // Under app.use('/x', …) Express strips the mount path from req.url; labgate's routes are absolute.
+  req.url = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url;
+  try {
+    return toWebRequest(req, {
+      origin: auth.options.origin,
+      trustProxy: options.trustProxy ?? false,
+      response: res,
+    });
+  } finally {
+    req.url = mounted;
+  }
+}
+
+/**
+ * The middleware: answers `/auth/*` (or your prefix), and for every other request looks up the session
+ * from the cookie (cached, so nearly free) and sets `req.labgate` before calling `next()`.
+ */
+export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware {
+  const prefix = auth.options.prefix;
+  return (req, res, next) => {
+    const path = ((req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/').split(
+      '?',
+      1,
+    )[0]!;
+    if (path === prefix || path.startsWith(`${prefix}/`)) {
+      const request = webRequest(auth, req, res, options);
+      auth
+        .handle(request)
+        .then(async (response) => {
+          if (response) await sendWebResponse(res, response, { method: request.method });
+          else next();
+        })
+        .catch(next);
+      return;
+    }
+    auth.getSessionFromCookies(req.headers.cookie).then(
+      (session) => {
+        req.labgate = context(auth, session);
+        next();
+      },
+      (error: unknown) => {
+        // The store is down: answer as labgate's routes do (503 with a page), never a stack trace.
+        sendWebResponse(res, auth.errorResponse(error, webRequest(auth, req, res, options))).catch(next);
+      },
+    );
+  };
+}
+
+/** Options of {@link requireUser}. */
+export interface RequireUserOptions {
+  /** Answer 401 JSON instead of redirecting browsers to sign-in (for APIs). Default: by `Accept`. */
+  api?: boolean;
+}
+
+function wantsHtml(req: IncomingMessage): boolean {
+  const accept = req.headers.accept ?? '';
+  return (
+    (req.method === 'GET' || req.method === 'HEAD') &&
+    (accept.includes('text/html') || accept === '' || accept === '*/*') &&
+    !accept.includes('application/json')
+  );
+}
+
+/**
+ * Lets signed-in users through. Browsers are sent to sign in (and back here afterwards); API calls get
+ * 401 `{"error":"session_required"}`. Mount {@link labgate} first.
+ */
+export function requireUser(options: RequireUserOptions = {}): Middleware {
+  return (req, res, next) => {
+    const ctx = req.labgate;
+    if (!ctx) {
+      next(new TypeError('labgate: requireUser() needs app.use(labgate(auth)) before it'));
+      return;
+    }
+    if (ctx.user) {
+      next();
+      return;
+    }
+    const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+    if (!options.api && wantsHtml(req)) {
+      res.statusCode = 302;
+      res.setHeader('location', ctx.labgate.signInUrl(original));
+      res.setHeader('cache-control', 'no-store');
+      res.end();
+      return;
+    }
+    const body = JSON.stringify({ error: 'session_required', message: 'Sign-in required' });
+    res.statusCode = 401;
+    res.setHeader('content-type', 'application/json; charset=utf-8');
+    res.setHeader('www-authenticate', 'Cookie realm="labgate"');
+    res.setHeader('cache-control', 'no-store');
+    res.end(body);
+  };
+}

@@ -1,0 +1,215 @@
+/**
+ * labgate/express in a real Express app on a real socket, signed in through the emulator, and the
+ * reference app of examples/express.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createApp } from '../../examples/express/app.js';
+import { labgate, requireUser } from '../../src/adapters/express.js';
+import { createLabgate, type Labgate, MemoryStore, type Store } from '../../src/core/index.js';
+import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
+import { Browser, formWith } from '../emulator/browser.js';
+
+const SECRET = 'test-secret-test-secret-test-secret-test-secret';
+
+let gitlab: RunningEmulator;
+beforeAll(async () => {
+  gitlab = await startEmulator();
+});
+afterAll(() => gitlab.close());
+beforeEach(() => gitlab.control.reset());
+
+/** Starts a server on a free loopback port and returns its origin; the app is attached afterwards. */
+async function listen(): Promise<{ server: Server; origin: string }> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+function auth(origin: string, store?: Store): Labgate {
+  const app = gitlab.applications[0]!;
+  return createLabgate({
+    gitlabUrl: gitlab.url,
+    clientId: app.uid,
+    clientSecret: app.secret,
+    url: origin,
+    secret: SECRET,
+    scopes: 'openid profile email read_user read_api',
+    logger: false,
+    ...(store ? { store } : {}),
+  });
+}
+
+/** Signs a new browser in through the app's own sign-in link; returns the browser and the final page. */
+async function signIn(origin: string, path = '/profile', user = 'alice') {
+  const browser = new Browser();
+  const start = await browser.get(`${origin}${path}`);
+  expect(start.status).toBe(302);
+  const login = await browser.get(start.location!);
+  const outcome = await browser.signInAndAuthorize({
+    url: gitlab.url,
+    authorizeUrl: login.location!,
+    login: user,
+    password: `${user}-password`,
+  });
+  const location =
+    outcome.kind === 'consent'
+      ? (await browser.submit(formWith(outcome.page, { testId: 'authorization-button' }))).location!
+      : outcome.kind === 'redirect'
+        ? outcome.location
+        : '';
+  const callback = await browser.get(location);
+  expect(callback.status).toBe(303);
+  const page = await browser.get(callback.location!);
+  return { browser, page };
+}
+
+describe('labgate/express', () => {
+  let server: Server;
+  let origin: string;
+  let instance: Labgate;
+
+  beforeAll(async () => {
+    ({ server, origin } = await listen());
+    instance = auth(origin);
+    const app = express();
+    app.use(labgate(instance));
+    app.get('/public', (req, res) => res.json({ user: req.labgate?.user?.username ?? null }));
+    app.get('/profile', requireUser(), (req, res) => res.send(`hello ${req.labgate!.user!.username}`));
+    app.get('/api/me', requireUser({ api: true }), (req, res) => res.json(req.labgate!.user));
+    app.get('/token', requireUser(), async (req, res) =>
+      res.json({ length: (await req.labgate!.accessToken()).length }),
+    );
+    server.on('request', app);
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  it('signs in and returns to the page that asked for it', async () => {
+    const { page } = await signIn(origin);
+    expect(page.status).toBe(200);
+    expect(page.body).toBe('hello alice');
+  });
+
+  it('puts the user on req for every route, null when signed out', async () => {
+    const { browser } = await signIn(origin);
+    expect(JSON.parse((await browser.get(`${origin}/public`)).body)).toEqual({ user: 'alice' });
+    expect(JSON.parse((await new Browser().get(`${origin}/public`)).body)).toEqual({ user: null });
+  });
+
+  it('sends browsers to sign in and answers API calls with 401', async () => {
+    const html = await fetch(`${origin}/profile?tab=1`, {
+      redirect: 'manual',
+      headers: { accept: 'text/html' },
+    });
+    expect(html.status).toBe(302);
+    expect(html.headers.get('location')).toBe('/auth/login?returnTo=%2Fprofile%3Ftab%3D1');
+    const api = await fetch(`${origin}/profile`, { headers: { accept: 'application/json' } });
+    expect(api.status).toBe(401);
+    expect(await api.json()).toMatchObject({ error: 'session_required' });
+    const forced = await fetch(`${origin}/api/me`, { headers: { accept: 'text/html' } });
+    expect(forced.status).toBe(401);
+  });
+
+  it('gives the route the GitLab token of the session', async () => {
+    const { browser } = await signIn(origin);
+    expect(JSON.parse((await browser.get(`${origin}/token`)).body)).toEqual({ length: 64 });
+  });
+
+  it('answers /auth/session and signs out with a same-origin POST', async () => {
+    const { browser } = await signIn(origin);
+    const session = await browser.get(`${origin}/auth/session`);
+    expect(JSON.parse(session.body).user).toMatchObject({ username: 'alice', emailVerified: true });
+    const out = await browser.request(`${origin}/auth/logout`, {
+      method: 'POST',
+      body: new URLSearchParams(),
+      headers: { origin },
+    });
+    expect(out.status).toBe(303);
+    expect(out.headers.getSetCookie().some((c) => c.startsWith('labgate=;'))).toBe(true);
+    expect((await browser.get(`${origin}/auth/session`)).status).toBe(401);
+    expect(gitlab.control.requests({ path: '/oauth/revoke' })).toHaveLength(1);
+  });
+
+  it('refuses a cross-site sign-out', async () => {
+    const { browser } = await signIn(origin);
+    const out = await browser.request(`${origin}/auth/logout`, {
+      method: 'POST',
+      body: new URLSearchParams(),
+      headers: { origin: 'http://evil.example' },
+    });
+    expect(out.status).toBe(403);
+    expect((await browser.get(`${origin}/auth/session`)).status).toBe(200);
+  });
+
+  it('answers HEAD on labgate routes without a body', async () => {
+    const res = await fetch(`${origin}/auth/login`, { method: 'HEAD', redirect: 'manual' });
+    expect(res.status).toBe(302);
+    expect(await res.text()).toBe('');
+  });
+
+  it('answers 503 with a page, not a crash, when the store is down', async () => {
+    const { server: down, origin: downOrigin } = await listen();
+    const broken = new MemoryStore();
+    const failing = new Proxy(broken, {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, receiver);
+        if (name === 'getSession')
+          return () => Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6379'));
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const app = express();
+    app.use(labgate(auth(downOrigin, failing)));
+    app.get('/', (_req, res) => res.send('ok'));
+    down.on('request', app);
+    try {
+      const res = await fetch(`${downOrigin}/`, {
+        headers: { cookie: `labgate=${'a'.repeat(22)}.${'b'.repeat(43)}` },
+      });
+      expect(res.status).toBe(503);
+      const body = await res.text();
+      expect(body).toContain('Sign-in is temporarily unavailable');
+      expect(body).not.toContain('ECONNREFUSED');
+    } finally {
+      await new Promise<void>((resolve) => down.close(() => resolve()));
+    }
+  });
+});
+
+describe('the reference app (examples/express)', () => {
+  let server: Server;
+  let origin: string;
+
+  beforeAll(async () => {
+    ({ server, origin } = await listen());
+    server.on('request', createApp(auth(origin)));
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  it('shows "Sign in with GitLab" on the home page', async () => {
+    const home = await (await fetch(`${origin}/`)).text();
+    expect(home).toContain('Sign in with GitLab');
+    expect(home).toContain('href="/auth/login?returnTo=%2Fprofile"');
+  });
+
+  it('shows the profile with GitLab data and the projects read with the user’s token', async () => {
+    const { page } = await signIn(origin, '/profile');
+    expect(page.status).toBe(200);
+    expect(page.body).toContain('data-testid="name">Alice Liddell<');
+    expect(page.body).toContain('@alice');
+    expect(page.body).toContain('alice@acme.test');
+    expect(page.body).toContain('verified');
+    expect(page.body).toContain(`${gitlab.url}/alice`);
+    expect(page.body).toContain('14 March 2023');
+    expect(page.body).toContain('Acme / App');
+    expect(page.body).toContain('action="/auth/logout"');
+  });
+
+  it('serves /me as JSON for a signed-in user', async () => {
+    const { browser } = await signIn(origin, '/profile', 'bob');
+    const me = await browser.request(`${origin}/me`, { headers: { accept: 'application/json' } });
+    expect(JSON.parse(me.body)).toMatchObject({ username: 'bob', name: 'Bob Builder' });
+  });
+});
