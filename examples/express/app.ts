@@ -15,7 +15,7 @@ interface GitLabProject {
   last_activity_at: string;
 }
 
-const escape = (value: string | null | undefined): string =>
+const html = (value: string | null | undefined): string =>
   (value ?? '').replace(
     /[&<>"']/g,
     (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c,
@@ -32,7 +32,7 @@ function layout(title: string, body: string): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escape(title)} · labgate example</title>
+<title>${html(title)} · labgate example</title>
 <style>
 body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f1e24;background:#fafafa}
 header{display:flex;justify-content:space-between;align-items:center;padding:.75rem 1.5rem;background:#fff;border-bottom:1px solid #dcdcde}
@@ -88,26 +88,26 @@ function profilePage(user: SessionUser, projects: GitLabProject[] | null): strin
         : `<ul class="projects" data-testid="projects">${projects
             .map(
               (p) =>
-                `<li><a href="${escape(p.web_url)}">${escape(p.name_with_namespace)}</a>${p.description ? ` <span class="muted">— ${escape(p.description)}</span>` : ''}</li>`,
+                `<li><a href="${html(p.web_url)}">${html(p.name_with_namespace)}</a>${p.description ? ` <span class="muted">— ${html(p.description)}</span>` : ''}</li>`,
             )
             .join('')}</ul>`;
   return layout(
     user.name,
     `<section class="card profile" data-signed-in>
-${user.avatarUrl ? `<img src="${escape(user.avatarUrl)}" alt="" width="96" height="96">` : ''}
+${user.avatarUrl ? `<img src="${html(user.avatarUrl)}" alt="" width="96" height="96">` : ''}
 <div>
-<h1 data-testid="name">${escape(user.name)}</h1>
-<p class="muted" data-testid="username">@${escape(user.username)}</p>
+<h1 data-testid="name">${html(user.name)}</h1>
+<p class="muted" data-testid="username">@${html(user.username)}</p>
 </div>
 </section>
 <section class="card">
 <h2>Your GitLab account</h2>
 <dl>
-<dt>Email</dt><dd data-testid="email">${escape(user.email ?? '—')} ${user.emailVerified ? '<span class="badge">verified</span>' : '<span class="muted">(not verified)</span>'}</dd>
-<dt>GitLab profile</dt><dd>${user.webUrl ? `<a data-testid="web-url" href="${escape(user.webUrl)}">${escape(user.webUrl)}</a>` : '—'}</dd>
-<dt>Account created</dt><dd data-testid="created-at">${escape(date(user.createdAt))}</dd>
-<dt>Last sign-in</dt><dd data-testid="last-sign-in">${escape(date(user.lastSignInAt))}</dd>
-<dt>GitLab</dt><dd>${escape(user.issuer)}</dd>
+<dt>Email</dt><dd data-testid="email">${html(user.email ?? '—')} ${user.emailVerified ? '<span class="badge">verified</span>' : '<span class="muted">(not verified)</span>'}</dd>
+<dt>GitLab profile</dt><dd>${user.webUrl ? `<a data-testid="web-url" href="${html(user.webUrl)}">${html(user.webUrl)}</a>` : '—'}</dd>
+<dt>Account created</dt><dd data-testid="created-at">${html(date(user.createdAt))}</dd>
+<dt>Last sign-in</dt><dd data-testid="last-sign-in">${html(date(user.lastSignInAt))}</dd>
+<dt>GitLab</dt><dd>${html(user.issuer)}</dd>
 </dl>
 </section>
 <section class="card">
@@ -138,8 +138,8 @@ export function createApp(auth: Labgate): express.Express {
         layout(
           'Welcome',
           user
-            ? `<section class="card" data-signed-in><h1>Hello, ${escape(user.name)}</h1><p><a class="button" href="/profile">Your profile</a></p>${signOutForm()}</section>`
-            : `<section class="card"><h1>labgate example</h1><p>Sign in with your GitLab account to see your profile and projects.</p><p><a class="button" data-testid="sign-in" href="${escape(auth.signInUrl('/profile'))}">Sign in with GitLab</a></p></section>`,
+            ? `<section class="card" data-signed-in><h1>Hello, ${html(user.name)}</h1><p><a class="button" href="/profile">Your profile</a></p>${signOutForm()}</section>`
+            : `<section class="card"><h1>labgate example</h1><p>Sign in with your GitLab account to see your profile and projects.</p><p><a class="button" data-testid="sign-in" href="${html(auth.signInUrl('/profile'))}">Sign in with GitLab</a></p></section>`,
         ),
       );
   });
