@@ -76,8 +76,6 @@ const FORBIDDEN_METHODS = new Set(['CONNECT', 'TRACE', 'TRACK']);
 const HOST_PATTERN =
   /^(?:\[[0-9a-f:.]+\]|[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*\.?)(?::[0-9]{1,5})?$/i;
 
-const REQUEST_BODY_HIGH_WATER_MARK = 64 * 1024;
-
 /**
  * Converts a Node request into a Web `Request`: URL, method, headers (repeated headers kept) and a
  * streamed body, or the body an Express/body-parser middleware already parsed.
@@ -351,7 +349,8 @@ function normalizeOrigin(origin: string): string {
 function requestUrl(req: IncomingMessage, options: NodeRequestOptions): string {
   // Whatever the target looks like, it is a path on an origin chosen here, never by the target.
   const target = req.url ?? '/';
-  const path = target.startsWith('/') ? target : `/${target}`;
+  // A raw '#' is not valid in a target (RFC 9112 §3.2); kept as data, it cannot start a fragment.
+  const path = (target.startsWith('/') ? target : `/${target}`).replaceAll('#', '%23');
   if (options.origin !== undefined) return new URL(`${normalizeOrigin(options.origin)}${path}`).href;
 
   const socket: unknown = req.socket;
@@ -550,61 +549,58 @@ function urlencoded(value: unknown): string {
 }
 
 /**
- * The request body as a byte stream with backpressure. Unlike `Readable.toWeb`, cancelling it (or
- * sending the response without reading it) discards the rest as Node itself would, instead of
- * leaving the connection stalled on an unread body.
+ * The request body as a byte stream with backpressure. It touches `req` only when first read, so
+ * a handler that returns `null` leaves the body whole for the next middleware (Express's
+ * body-parser), and a body nobody reads is drained by Node itself after the response. Unlike
+ * `Readable.toWeb`, cancelling it discards the rest as Node would, instead of destroying the
+ * socket or leaving a keep-alive connection stalled on an unread body.
  */
 function bodyStream(req: IncomingMessage, response: ServerResponse | undefined): ReadableStream<Uint8Array> {
+  let reading = false;
   let settledOrCancelled = false;
   let onData: (chunk: Buffer | string) => void = () => {};
   let stopWatching: () => void = () => {};
-  const discard = () => {
-    settledOrCancelled = true;
-    stopWatching();
-    req.off('data', onData);
-    req.resume();
-  };
 
   const stream = new ReadableStream<Uint8Array>(
     {
-      start(controller) {
-        if (req.destroyed) {
-          settledOrCancelled = true;
-          controller.error(disconnected());
-          return;
+      pull(controller) {
+        if (!reading) {
+          reading = true;
+          onData = (chunk) => {
+            // Copy: Node may reuse the memory, and a consumer may transfer the buffer.
+            controller.enqueue(
+              typeof chunk === 'string' ? new TextEncoder().encode(chunk) : new Uint8Array(chunk),
+            );
+            if ((controller.desiredSize ?? 0) <= 0) req.pause();
+          };
+          req.on('data', onData);
+          stopWatching = finished(req, (error) => {
+            stopWatching();
+            req.off('data', onData);
+            if (settledOrCancelled) return;
+            settledOrCancelled = true;
+            if (error) controller.error(disconnected());
+            else controller.close();
+          });
         }
-        onData = (chunk) => {
-          // Copy: Node may reuse the memory, and a consumer may transfer the buffer.
-          controller.enqueue(
-            typeof chunk === 'string' ? new TextEncoder().encode(chunk) : new Uint8Array(chunk),
-          );
-          if ((controller.desiredSize ?? 0) <= 0) req.pause();
-        };
-        req.pause();
-        req.on('data', onData);
-        stopWatching = finished(req, (error) => {
-          stopWatching();
-          req.off('data', onData);
-          if (settledOrCancelled) return;
-          settledOrCancelled = true;
-          if (error) controller.error(disconnected());
-          else controller.close();
-        });
-      },
-      pull() {
         req.resume();
       },
       cancel() {
-        discard();
+        settledOrCancelled = true;
+        stopWatching();
+        req.off('data', onData);
+        req.resume();
       },
     },
-    new ByteLengthQueuingStrategy({ highWaterMark: REQUEST_BODY_HIGH_WATER_MARK }),
+    // High-water mark 0: nothing is read ahead of the consumer, and nothing before its first read.
+    new ByteLengthQueuingStrategy({ highWaterMark: 0 }),
   );
 
   response?.once('finish', () => {
-    // Node drains an unread body after the response so the connection can carry the next request;
-    // a body nobody took a reader on is drained the same way. A reader still at work keeps it.
-    if (!settledOrCancelled && !stream.locked) stream.cancel().catch(() => {});
+    // A reader that let go half-way leaves Node's parser paused mid-body: drain it, as Node drains
+    // a body nobody read, so the connection can carry the next request. A reader still holding
+    // the stream keeps it.
+    if (reading && !settledOrCancelled && !stream.locked) stream.cancel().catch(() => {});
   });
   return stream;
 }
