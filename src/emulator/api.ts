@@ -7,8 +7,8 @@
  * `ProjectsFinder`, `User#authorized_groups`, `GroupPolicy`, `Entities::*`); where GitLab's answer
  * depends on features the emulator does not model, the quiet default of a fresh instance is used.
  */
-import { createHash } from 'node:crypto';
 import { ancestry, directAccess, groupAccess, inForce, projectAccess } from './access.js';
+import { avatarUrl } from './avatar.js';
 import type { Env } from './env.js';
 import type { Group, Model, Project, User } from './fixtures.js';
 import { json, type Reply, type RequestContext, type Router } from './http.js';
@@ -301,12 +301,6 @@ function day(value: string | null): string | null {
   return value === null ? null : new Date(value).toISOString().slice(0, 10);
 }
 
-function avatarUrl(user: User): string {
-  if (user.avatarUrl) return user.avatarUrl;
-  const hash = createHash('sha256').update(user.email.trim().toLowerCase()).digest('hex');
-  return `https://www.gravatar.com/avatar/${hash}?s=80&d=identicon`;
-}
-
 function fullName(model: Model, group: Group): string {
   return ancestry(model, group.id)
     .reverse()
@@ -329,7 +323,7 @@ function userBasic(env: Env, user: User) {
     name: user.name,
     state: user.state,
     locked: user.locked,
-    avatar_url: avatarUrl(user),
+    avatar_url: avatarUrl(env, user),
     web_url: env.url(`/${user.username}`),
   };
 }
@@ -695,7 +689,7 @@ function namespaceEntity(call: Call, project: Project) {
     kind: 'user',
     full_path: owner.username,
     parent_id: null,
-    avatar_url: avatarUrl(owner),
+    avatar_url: avatarUrl(env, owner),
     web_url: env.url(`/${owner.username}`),
   };
 }

@@ -20,6 +20,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { registerApiRoutes } from './api.js';
+import { registerAvatarRoutes } from './avatar.js';
 import { EmulatorControl, registerControlRoutes } from './control.js';
 import { createEnv } from './env.js';
 import { type Application, type Fixtures, normaliseFixtures, type User } from './fixtures.js';
@@ -121,6 +122,7 @@ export function createEmulatorServer(options: Omit<EmulatorOptions, 'port' | 'ho
   registerOidcRoutes(router, env);
   registerOAuthRoutes(router, env);
   registerApiRoutes(router, env);
+  registerAvatarRoutes(router, env);
   registerControlRoutes(router, control);
   const server = createServer(createListener(env, router));
   return {

@@ -656,7 +656,8 @@ export function registerOAuthRoutes(router: Router, env: Env): void {
     const succeed = (user: User): Reply => {
       session.otpUserId = null;
       session.userId = user.id;
-      user.lastSignInAt = user.currentSignInAt;
+      // Devise's trackable: the previous sign-in, or this one on the very first.
+      user.lastSignInAt = user.currentSignInAt ?? state.now().toISOString();
       user.currentSignInAt = state.now().toISOString();
       renewSession(env, handle);
       const target = session.returnTo ?? env.url('/');

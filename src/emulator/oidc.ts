@@ -4,6 +4,7 @@
  */
 import { createHash, randomBytes, sign } from 'node:crypto';
 import { directAccess, directGroups, membershipGroups } from './access.js';
+import { avatarUrl } from './avatar.js';
 import type { Env } from './env.js';
 import type { User } from './fixtures.js';
 import { json, type Reply, type RequestContext, type Router } from './http.js';
@@ -67,13 +68,6 @@ const CLAIMS_SUPPORTED = [
 // Stands in for Rails' secret_key_base in `sub_legacy`: fixed for the life of one emulator.
 const SECRET_KEY_BASE = randomBytes(32).toString('hex');
 
-/** The user's avatar: the fixture's, or the Gravatar URL GitLab falls back to. */
-export function avatarUrl(user: User): string {
-  if (user.avatarUrl) return user.avatarUrl;
-  const hash = createHash('sha256').update(user.email.trim().toLowerCase()).digest('hex');
-  return `https://www.gravatar.com/avatar/${hash}?s=80&d=identicon`;
-}
-
 /** Drops `null`, `undefined` and `""` and keeps `[]`, as doorkeeper-openid_connect's `as_json` does. */
 function compact(claims: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(
@@ -95,7 +89,7 @@ function profileClaims(env: Env, user: User): Record<string, unknown> {
     preferred_username: user.username,
     website: user.websiteUrl || undefined,
     profile: env.url(`/${user.username}`),
-    picture: avatarUrl(user),
+    picture: avatarUrl(env, user),
   };
 }
 

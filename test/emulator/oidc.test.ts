@@ -442,3 +442,29 @@ describe('CORS', () => {
     expect(res.headers.get('access-control-allow-origin')).toBe('*');
   });
 });
+
+describe('avatars', () => {
+  it('serves each user an avatar of its own, offline, at the URL the API and claims name', async () => {
+    const gitlab = await startEmulator();
+    try {
+      const token = gitlab.control.mintToken({ user: 'alice', scopes: ['openid', 'read_user'] }).access_token;
+      const me = (await (
+        await fetch(`${gitlab.url}/api/v4/user`, { headers: { authorization: `Bearer ${token}` } })
+      ).json()) as {
+        avatar_url: string;
+      };
+      expect(me.avatar_url.startsWith(gitlab.url)).toBe(true);
+      const png = await fetch(me.avatar_url);
+      expect(png.headers.get('content-type')).toBe('image/png');
+      const bytes = new Uint8Array(await png.arrayBuffer());
+      expect([...bytes.slice(1, 4)].map((b) => String.fromCharCode(b)).join('')).toBe('PNG');
+      const other = new Uint8Array(
+        await (await fetch(`${gitlab.url}/uploads/-/system/user/avatar/2/avatar.png`)).arrayBuffer(),
+      );
+      expect(Buffer.from(other).equals(Buffer.from(bytes))).toBe(false);
+      expect((await fetch(`${gitlab.url}/uploads/-/system/user/avatar/999/avatar.png`)).status).toBe(404);
+    } finally {
+      await gitlab.close();
+    }
+  });
+});
