@@ -116,12 +116,13 @@ async function emulator(args: string[], demo = false): Promise<number> {
     'Press Ctrl+C to stop.',
     '',
   ];
-  process.stdout.write(lines.join('\n'));
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+  // Listen for the stop signals before saying we are up, so a prompt SIGTERM still closes cleanly.
+  const stopped = new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
   });
+  process.stdout.write(lines.join('\n'));
+  await stopped;
   await running.close();
   return 0;
 }

@@ -9,8 +9,8 @@ import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './opt
 import { errorPage, logoutPage } from './pages.js';
 import { discover, type Provider, syncClock, toLabgateError } from './provider.js';
 import { safeReturnTo } from './redirects.js';
-import { type Session, type SessionState, Sessions } from './sessions.js';
-import { completeSignIn, startSignIn } from './signin.js';
+import { type Session, type SessionInfo, type SessionState, Sessions } from './sessions.js';
+import { checkIdToken, completeSignIn, startSignIn } from './signin.js';
 import { MemoryStore, type Store, type TokenSet } from './store.js';
 
 /** labgate for one app: mount `handle` in front of the app, call `getSession` where you need the user. */
@@ -28,6 +28,10 @@ export interface Labgate {
   getAccessToken(session: Session): Promise<string>;
   /** Ends a session (as sign-out does, without revoking the GitLab token). */
   endSession(session: Session): Promise<void>;
+  /** The live sessions of the session's user (ids, creation, expiry; which one is `current`). */
+  listSessions(session: Session): Promise<SessionInfo[]>;
+  /** Signs the session's user out everywhere: every session ends and every GitLab token is revoked. */
+  signOutEverywhere(session: Session): Promise<void>;
   /**
    * The response for an error, as labgate's routes answer it: the status of its code and a page that
    * says what to do (JSON for `Accept: application/json`). Adapters use it so every host answers alike.
@@ -44,6 +48,14 @@ export interface Labgate {
 }
 
 const REFRESH_MARGIN_MS = 60_000;
+/** The methods each route answers, for `Allow` on a 405. */
+const ALLOWED: Record<string, string> = {
+  '/login': 'GET, HEAD',
+  '/callback': 'GET',
+  '/logout': 'GET, HEAD, POST',
+  '/sessions': 'GET, HEAD, POST',
+  '/session': 'GET, HEAD',
+};
 const PAGE_HEADERS = { 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' };
 
 function wantsJson(request: Request): boolean {
@@ -132,6 +144,16 @@ export function createLabgate(input: LabgateOptions): Labgate {
     return request.headers.get('sec-fetch-site') === 'same-origin';
   }
 
+  async function storeCall<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      throw isLabgateError(error)
+        ? error
+        : new LabgateError('store_unavailable', 'the store failed', { cause: error });
+    }
+  }
+
   async function stateOf(request: Request): Promise<SessionState | null> {
     return sessions.fromCookieHeader(request.headers.get('cookie'));
   }
@@ -155,8 +177,27 @@ export function createLabgate(input: LabgateOptions): Labgate {
     }
   }
 
+  /** The fields of a small form POST (or the query), never more than 4 KiB read. */
+  async function formFields(request: Request): Promise<URLSearchParams> {
+    const fields = new URLSearchParams(new URL(request.url).search);
+    if ((request.headers.get('content-type') ?? '').includes('application/x-www-form-urlencoded')) {
+      const text = await request.text();
+      if (text.length <= 4096) for (const [name, value] of new URLSearchParams(text)) fields.set(name, value);
+    }
+    return fields;
+  }
+
+  /** Ends sessions and revokes their GitLab tokens; one of them, or all of the user's. */
+  async function signOut(state: SessionState, everywhere: boolean): Promise<void> {
+    const ending = everywhere ? await sessions.tokensOfUser(state) : [state];
+    const sealed = await Promise.all(ending.map((s) => sessions.tokens(s).catch(() => null)));
+    if (everywhere) await sessions.endAll(state);
+    else await sessions.end(state);
+    await Promise.all(sealed.map((tokens) => (tokens ? revoke(tokens) : undefined)));
+    logger.info(`labgate: session ${state.session.id} signed out${everywhere ? ' everywhere' : ''}`);
+  }
+
   async function logout(request: Request): Promise<Response> {
-    const url = new URL(request.url);
     if (request.method === 'GET' || request.method === 'HEAD') {
       return new Response(logoutPage(`${prefix}/logout`), {
         headers: { ...PAGE_HEADERS, 'content-type': 'text/html; charset=utf-8' },
@@ -165,28 +206,43 @@ export function createLabgate(input: LabgateOptions): Labgate {
     if (request.method !== 'POST') throw new LabgateError('method_not_allowed');
     if (!sameOrigin(request))
       throw new LabgateError('csrf_rejected', 'sign-out was not requested by this site');
-    let returnTo = url.searchParams.get('returnTo');
-    if (
-      returnTo === null &&
-      (request.headers.get('content-type') ?? '').includes('application/x-www-form-urlencoded')
-    ) {
-      const text = await request.text();
-      if (text.length <= 4096) returnTo = new URLSearchParams(text).get('returnTo');
-    }
+    const fields = await formFields(request);
     const state = await stateOf(request);
-    if (state) {
-      const tokens = await sessions.tokens(state).catch(() => null);
-      await sessions.end(state);
-      if (tokens) await revoke(tokens);
-      logger.info(`labgate: session ${state.session.id} signed out`);
-    }
+    if (state) await signOut(state, fields.get('everywhere') === '1' || fields.get('everywhere') === 'true');
     return new Response(null, {
       status: 303,
       headers: {
         ...PAGE_HEADERS,
-        location: safeReturnTo(returnTo, options.origin),
+        location: safeReturnTo(fields.get('returnTo'), options.origin),
         'set-cookie': sessions.clearCookie(),
       },
+    });
+  }
+
+  /** `GET /auth/sessions` lists the user's sessions; `POST /auth/sessions` with `end=<id>` ends one. */
+  async function sessionList(request: Request): Promise<Response> {
+    const state = await stateOf(request);
+    if (request.method === 'GET' || request.method === 'HEAD') {
+      if (!state) throw new LabgateError('session_required');
+      return Response.json(
+        { sessions: await sessions.list(state) },
+        { headers: { 'cache-control': 'no-store' } },
+      );
+    }
+    if (request.method !== 'POST') throw new LabgateError('method_not_allowed');
+    if (!sameOrigin(request))
+      throw new LabgateError('csrf_rejected', 'ending a session was not requested by this site');
+    if (!state) throw new LabgateError('session_required');
+    const fields = await formFields(request);
+    const id = fields.get('end') ?? '';
+    const ended = await sessions.endOne(state, id);
+    if (!ended) throw new LabgateError('not_found', 'no such session of this user');
+    const headers: Record<string, string> = { ...PAGE_HEADERS };
+    if (id === state.session.id) headers['set-cookie'] = sessions.clearCookie();
+    if (wantsJson(request)) return Response.json({ ended: id }, { headers });
+    return new Response(null, {
+      status: 303,
+      headers: { ...headers, location: safeReturnTo(fields.get('returnTo'), options.origin) },
     });
   }
 
@@ -194,7 +250,16 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const headers = new Headers(PAGE_HEADERS);
     try {
       const done = await completeSignIn(ctx, request, (cookie) => headers.append('set-cookie', cookie));
-      const { setCookie, state } = await sessions.create(done.user, done.tokens);
+      // A second GitLab account signed in while a session is open is linked to the same user.
+      const current = await stateOf(request).catch(() => null);
+      const userId = await storeCall(() =>
+        store.upsertIdentity(
+          { issuer: done.user.issuer, sub: done.user.sub, profile: done.user, updatedAt: options.now() },
+          { newUserId: randomToken(16), ...(current ? { linkTo: current.session.userId } : {}) },
+        ),
+      );
+      if (current) await sessions.end(current);
+      const { setCookie, state } = await sessions.create(done.user, done.tokens, userId);
       headers.append('set-cookie', setCookie);
       headers.set('location', done.returnTo);
       logger.info(
@@ -219,6 +284,8 @@ export function createLabgate(input: LabgateOptions): Labgate {
         return callback(request);
       case `${prefix}/logout`:
         return logout(request);
+      case `${prefix}/sessions`:
+        return sessionList(request);
       case `${prefix}/session`: {
         if (method !== 'GET' && method !== 'HEAD') throw new LabgateError('method_not_allowed');
         const state = await stateOf(request);
@@ -246,13 +313,11 @@ export function createLabgate(input: LabgateOptions): Labgate {
     }
     if (path !== prefix && !path.startsWith(`${prefix}/`)) return null;
     try {
-      const response = await route(request, path.replace(/\/+$/, '') || path);
-      if (response.status === 405) response.headers.set('allow', 'GET');
-      return response;
+      return await route(request, path.replace(/\/+$/, '') || path);
     } catch (error) {
       const response = errorResponse(error, request, path);
       if (isLabgateError(error) && error.code === 'method_not_allowed') {
-        response.headers.set('allow', path.endsWith('/logout') ? 'GET, POST' : 'GET, HEAD');
+        response.headers.set('allow', ALLOWED[path.slice(prefix.length)] ?? 'GET, HEAD');
       }
       return response;
     }
@@ -265,12 +330,24 @@ export function createLabgate(input: LabgateOptions): Labgate {
     return state.session;
   }
 
+  const refreshing = new Map<string, Promise<string>>();
+
   async function getAccessToken(session: Session): Promise<string> {
     const state = states.get(session);
     if (!state) throw new TypeError('labgate: getAccessToken takes a session returned by getSession');
     const tokens = await sessions.tokens(state);
     if (tokens.expiresAt - REFRESH_MARGIN_MS > options.now() || !tokens.refreshToken)
       return tokens.accessToken;
+    // Refresh tokens are single-use: callers in this process share one refresh.
+    let pending = refreshing.get(session.id);
+    if (!pending) {
+      pending = refresh(state, tokens).finally(() => refreshing.delete(session.id));
+      refreshing.set(session.id, pending);
+    }
+    return pending;
+  }
+
+  async function refresh(state: SessionState, tokens: TokenSet): Promise<string> {
     const server = await provider();
     let result: oauth.TokenEndpointResponse;
     try {
@@ -278,13 +355,19 @@ export function createLabgate(input: LabgateOptions): Labgate {
         server.server,
         server.client,
         server.clientAuth,
-        tokens.refreshToken,
+        tokens.refreshToken!,
         server.http,
       );
       syncClock(server, options.now);
       result = await oauth.processRefreshTokenResponse(server.server, server.client, response);
     } catch (error) {
-      if (error instanceof oauth.ResponseBodyError && error.error === 'invalid_grant') {
+      const code =
+        error instanceof oauth.ResponseBodyError
+          ? error.error
+          : error instanceof oauth.WWWAuthenticateChallengeError
+            ? error.cause.find((c) => c.parameters['error'])?.parameters['error']
+            : undefined;
+      if (code === 'invalid_grant' || code === 'invalid_client') {
         await sessions.end(state);
         throw new LabgateError('session_required', 'GitLab refused the refresh token; sign in again', {
           cause: error,
@@ -293,6 +376,15 @@ export function createLabgate(input: LabgateOptions): Labgate {
       // A transient failure keeps the current token while it is still valid.
       if (tokens.expiresAt > options.now()) return tokens.accessToken;
       throw toLabgateError(error, 'gitlab_error', 'token refresh');
+    }
+    const claims = oauth.getValidatedIdTokenClaims(result) as Record<string, unknown> | undefined;
+    if (claims) {
+      // A refreshed ID token must name the same user, and be as valid as the first.
+      if (claims['sub'] !== state.session.user.sub || claims['iss'] !== state.session.user.issuer) {
+        await sessions.end(state);
+        throw new LabgateError('session_required', 'the refreshed ID token names another user');
+      }
+      await checkIdToken(server, options, result.id_token!, claims, result.access_token);
     }
     const next: TokenSet = {
       accessToken: result.access_token,
@@ -312,6 +404,16 @@ export function createLabgate(input: LabgateOptions): Labgate {
     async endSession(session) {
       const state = states.get(session);
       if (state) await sessions.end(state);
+    },
+    async listSessions(session) {
+      const state = states.get(session);
+      if (!state) throw new TypeError('labgate: listSessions takes a session returned by getSession');
+      return sessions.list(state);
+    },
+    async signOutEverywhere(session) {
+      const state = states.get(session);
+      if (!state) throw new TypeError('labgate: signOutEverywhere takes a session returned by getSession');
+      await signOut(state, true);
     },
     errorResponse: (error, request) => errorResponse(error, request, new URL(request.url).pathname),
     signInUrl: (returnTo) => {

@@ -3,7 +3,9 @@
  * without it), the outgoing-request guard (timeouts, size caps, no redirects), and the translation of
  * `oauth4webapi`'s errors into {@link LabgateError} codes.
  */
+import { compactVerify, importJWK, type JWK } from 'jose';
 import * as oauth from 'oauth4webapi';
+import { fromBase64Url } from './crypto.js';
 import { LabgateError, type LabgateErrorCode } from './errors.js';
 import type { ResolvedOptions } from './options.js';
 import { isLoopbackHost } from './options.js';
@@ -28,6 +30,17 @@ export interface Provider {
   http: HttpOptions;
   /** The REST API base, `…/api/v4`. */
   apiUrl: string;
+  /** The guarded fetch (timeouts, size cap, no redirects) for requests oauth4webapi does not make. */
+  fetch: typeof fetch;
+  /** The issuer's signing keys, as last fetched from `jwks_uri`. */
+  jwks: JwksCache;
+}
+
+/** The cached JWKS of one issuer (times from the injected clock). */
+export interface JwksCache {
+  keys: JWK[] | null;
+  fetchedAt: number;
+  pending: Promise<JWK[]> | null;
 }
 
 /**
@@ -91,6 +104,18 @@ export function toLabgateError(error: unknown, fallback: LabgateErrorCode, what:
     });
   }
   if (error instanceof oauth.WWWAuthenticateChallengeError) {
+    // Doorkeeper puts a challenge on token-endpoint errors too (`invalid_grant`, `invalid_client`):
+    // only `invalid_token` (or a bare challenge) from a resource means GitLab refuses the account's token.
+    const oauthError = error.cause.find((challenge) => challenge.parameters['error'])?.parameters['error'];
+    if (oauthError !== undefined && oauthError !== 'invalid_token') {
+      return new LabgateError(
+        fallback,
+        `${what}: GitLab answered ${error.status} ${oauthError.slice(0, 64)}`,
+        {
+          cause: error,
+        },
+      );
+    }
     return new LabgateError('account_unavailable', `${what}: GitLab refused the token (${error.status})`, {
       cause: error,
     });
@@ -108,7 +133,9 @@ export function toLabgateError(error: unknown, fallback: LabgateErrorCode, what:
     return new LabgateError('gitlab_error', `${what}: ${error.message}`, { cause: error });
   }
   if (error instanceof oauth.UnsupportedOperationError) {
-    return new LabgateError('gitlab_error', `${what}: ${error.message}`, { cause: error });
+    // An ID token with `crit` extensions or JWE encryption is an invalid ID token, not a GitLab outage.
+    const code = /JWT|JWE/.test(error.message) ? 'id_token_invalid' : 'gitlab_error';
+    return new LabgateError(code, `${what}: ${error.message}`, { cause: error });
   }
   if (error instanceof DOMException && (error.name === 'TimeoutError' || error.name === 'AbortError')) {
     return new LabgateError('gitlab_unreachable', `${what}: GitLab did not answer in time`, { cause: error });
@@ -175,7 +202,20 @@ export async function discover(options: ResolvedOptions): Promise<Provider> {
     try {
       server = await oauth.processDiscoveryResponse(issuer, response);
     } catch (error) {
+      // A document for another issuer is a configuration problem, not a passing GitLab error.
+      if (error instanceof oauth.OperationProcessingError && error.code === oauth.JSON_ATTRIBUTE_COMPARISON) {
+        throw new LabgateError('discovery_failed', `OpenID Connect discovery: ${error.message}`, {
+          cause: error,
+        });
+      }
       throw toLabgateError(error, 'discovery_failed', 'OpenID Connect discovery');
+    }
+    // oauth4webapi compares the issuer after URL normalisation; the rule is exact string equality.
+    if (server.issuer !== issuer.href.replace(/\/+$/, '')) {
+      throw new LabgateError(
+        'discovery_failed',
+        `GitLab's discovery names the issuer ${JSON.stringify(server.issuer)}, not ${JSON.stringify(issuer.href.replace(/\/+$/, ''))}`,
+      );
     }
     checkEndpoints(server, issuer);
   }
@@ -191,7 +231,110 @@ export async function discover(options: ResolvedOptions): Promise<Provider> {
     kind,
     http,
     apiUrl: `${issuer.href.replace(/\/+$/, '')}/api/v4`,
+    fetch: guarded,
+    jwks: { keys: null, fetchedAt: 0, pending: null },
   };
+}
+
+/** How long fetched signing keys are trusted before they are fetched again. */
+const JWKS_TTL_MS = 5 * 60_000;
+/** An unknown `kid` refetches the keys, but not more than once a minute (fail closed in between). */
+const JWKS_REFETCH_MS = 60_000;
+
+async function fetchJwks(provider: Provider, now: () => number): Promise<JWK[]> {
+  const cache = provider.jwks;
+  cache.pending ??= (async () => {
+    const uri = provider.server.jwks_uri;
+    if (!uri) throw new LabgateError('discovery_failed', 'GitLab publishes no jwks_uri');
+    let response: Response;
+    try {
+      response = await provider.fetch(uri, { headers: { accept: 'application/json' } });
+    } catch (error) {
+      throw toLabgateError(error, 'gitlab_error', 'JWKS');
+    }
+    const type = response.headers.get('content-type') ?? '';
+    let body: unknown;
+    try {
+      body =
+        response.status === 200 && /^application\/(?:jwk-set\+)?json\b/i.test(type)
+          ? await response.json()
+          : null;
+    } catch {
+      body = null;
+    }
+    const keys = (body as { keys?: unknown } | null)?.keys;
+    if (!Array.isArray(keys)) {
+      throw new LabgateError('gitlab_error', `GitLab's JWKS answered ${response.status} without a key set`);
+    }
+    cache.keys = keys.filter((k): k is JWK => typeof k === 'object' && k !== null && !Array.isArray(k));
+    cache.fetchedAt = now();
+    return cache.keys;
+  })().finally(() => {
+    cache.pending = null;
+  });
+  return cache.pending;
+}
+
+function candidates(keys: JWK[], kid: string | undefined): JWK[] {
+  return keys.filter(
+    (k) =>
+      k.kty === 'RSA' &&
+      (k.use === undefined || k.use === 'sig') &&
+      (k.alg === undefined || k.alg === 'RS256') &&
+      (kid === undefined || k.kid === kid),
+  );
+}
+
+/**
+ * Verifies the ID token's RS256 signature with the issuer's published keys (SECURITY.md V-05, K-03..K-06).
+ * Keys named in the token (`jku`, `jwk`, `x5u`, `x5c`) are never used. Without a `kid` the token must
+ * match exactly one key; with several candidates it is refused.
+ */
+export async function verifyIdTokenSignature(
+  provider: Provider,
+  idToken: string,
+  now: () => number,
+): Promise<void> {
+  let header: { alg?: unknown; kid?: unknown };
+  try {
+    header = JSON.parse(new TextDecoder().decode(fromBase64Url(idToken.split('.')[0] ?? '')));
+  } catch {
+    throw new LabgateError('id_token_invalid', 'the ID token header is not JSON');
+  }
+  if (header.alg !== 'RS256')
+    throw new LabgateError('id_token_invalid', 'the ID token is not signed with RS256');
+  if (header.kid !== undefined && typeof header.kid !== 'string')
+    throw new LabgateError('id_token_invalid', 'the ID token names a malformed key');
+  const kid = header.kid as string | undefined;
+  const cache = provider.jwks;
+  let keys =
+    cache.keys !== null && now() - cache.fetchedAt < JWKS_TTL_MS
+      ? cache.keys
+      : await fetchJwks(provider, now);
+  let found = candidates(keys, kid);
+  if (found.length === 0 && now() - cache.fetchedAt >= JWKS_REFETCH_MS) {
+    keys = await fetchJwks(provider, now);
+    found = candidates(keys, kid);
+  }
+  if (found.length !== 1) {
+    throw new LabgateError(
+      'id_token_invalid',
+      found.length === 0
+        ? 'no published GitLab key matches the ID token'
+        : 'the ID token names no key and GitLab publishes several',
+    );
+  }
+  let key: CryptoKey | Uint8Array;
+  try {
+    key = await importJWK(found[0]!, 'RS256');
+  } catch (cause) {
+    throw new LabgateError('id_token_invalid', 'GitLab published an unusable signing key', { cause });
+  }
+  try {
+    await compactVerify(idToken, key, { algorithms: ['RS256'] });
+  } catch (cause) {
+    throw new LabgateError('id_token_invalid', 'the ID token signature does not verify', { cause });
+  }
 }
 
 /** Aligns oauth4webapi's clock with the injected one before a time-sensitive check. */

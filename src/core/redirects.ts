@@ -10,7 +10,7 @@ const FORBIDDEN = /[\u0000-\u001f\u007f\\]/;
 /**
  * Returns `value` when it is a safe same-origin path (`/projects?tab=1#top`), else `fallback`.
  * Refused: absolute URLs, scheme-relative `//host`, backslashes, control characters, encoded slashes
- * or backslashes in the first segment, `..` segments, and anything that leaves `origin` once resolved.
+ * or backslashes in the first segment, `.` and `..` segments, and anything that leaves `origin` once resolved.
  *
  * @example
  * ```ts
@@ -25,7 +25,8 @@ export function safeReturnTo(value: string | null | undefined, origin: string, f
   const firstSegment = value.slice(1).split(/[/?#]/, 1)[0] ?? '';
   if (/%(2f|5c)/i.test(firstSegment)) return fallback;
   const path = value.split(/[?#]/, 1)[0]!;
-  if (path.split('/').some((segment) => segment === '..' || /^(%2e|\.){2}$/i.test(segment))) return fallback;
+  // Dot segments, plain or encoded: URL parsing removes them, so `/.//evil` would resolve to `//evil`.
+  if (path.split('/').some((segment) => /^(%2e|\.){1,2}$/i.test(segment))) return fallback;
   let url: URL;
   try {
     url = new URL(value, origin);
@@ -33,5 +34,8 @@ export function safeReturnTo(value: string | null | undefined, origin: string, f
     return fallback;
   }
   if (url.origin !== new URL(origin).origin) return fallback;
-  return `${url.pathname}${url.search}${url.hash}`;
+  const result = `${url.pathname}${url.search}${url.hash}`;
+  // What goes into Location must itself pass: never scheme-relative after normalisation.
+  if (result.startsWith('//') || result.includes('\\')) return fallback;
+  return result;
 }

@@ -17,11 +17,31 @@ import type { SessionRecord, SessionUser, Store, TokenSet } from './store.js';
 export interface Session {
   /** Opaque session id (not the cookie value; safe to log). */
   id: string;
+  /** The labgate user: stable across the GitLab accounts linked to it. */
+  userId: string;
   user: SessionUser;
   /** Epoch milliseconds. */
   createdAt: number;
   /** Absolute end, epoch milliseconds. */
   expiresAt: number;
+}
+
+/** A session as listed to its user (never its tokens or secret). */
+export interface SessionInfo {
+  id: string;
+  createdAt: number;
+  expiresAt: number;
+  /** The session of the request that asked. */
+  current: boolean;
+}
+
+function info(session: { id: string; createdAt: number; expiresAt: number }, currentId: string): SessionInfo {
+  return {
+    id: session.id,
+    createdAt: session.createdAt,
+    expiresAt: session.expiresAt,
+    current: session.id === currentId,
+  };
 }
 
 /** What the core keeps beside a {@link Session}: its sealed tokens. */
@@ -34,6 +54,7 @@ export interface SessionState {
 interface CookieSession {
   v: 1;
   id: string;
+  userId: string;
   user: SessionUser;
   tokens: string;
   createdAt: number;
@@ -64,13 +85,18 @@ export class Sessions {
   }
 
   /** Starts a session (a brand-new id: sessions are never carried across sign-ins); returns its `Set-Cookie`. */
-  async create(user: SessionUser, tokens: TokenSet): Promise<{ state: SessionState; setCookie: string }> {
+  async create(
+    user: SessionUser,
+    tokens: TokenSet,
+    userId: string,
+  ): Promise<{ state: SessionState; setCookie: string }> {
     const keys = await this.#keys();
     const now = this.#options.now();
     const id = randomToken(16);
     const sealedTokens = await keys.seal(JSON.stringify(tokens), 'token', id);
     const session: Session = {
       id,
+      userId,
       user,
       createdAt: now,
       expiresAt: now + this.#options.sessionMaxAge * 1000,
@@ -81,6 +107,7 @@ export class Sessions {
       const payload: CookieSession = {
         v: 1,
         id,
+        userId,
         user: { ...user, groups: [] },
         tokens: sealedTokens,
         createdAt: session.createdAt,
@@ -104,6 +131,7 @@ export class Sessions {
     const record: SessionRecord = {
       id,
       secretHash: await sha256(secret),
+      userId,
       identity: `${user.issuer} ${user.sub}`,
       user,
       tokens: sealedTokens,
@@ -180,9 +208,16 @@ export class Sessions {
       return null;
     }
     if (payload.v !== 1 || typeof payload.expiresAt !== 'number' || payload.expiresAt <= now) return null;
-    if ((await this.#store.get(`ended:${payload.id}`).catch(() => null)) !== null) return null;
+    // Sign-out must fail closed: a store that cannot answer is an error, not "not signed out".
+    if ((await this.#guard(() => this.#store.get(`ended:${payload.id}`))) !== null) return null;
+    const endedAll = await this.#guard(() => this.#store.get(`ended-user:${payload.userId}`));
+    if (endedAll !== null && payload.createdAt <= Number(endedAll)) return null;
+    // Tokens refreshed after the cookie was set live in the store (the cookie is not rewritten).
+    const refreshed = await this.#guard(() => this.#store.get(`tokens:${payload.id}`));
+    if (refreshed !== null) payload.tokens = refreshed;
     const session: Session = {
       id: payload.id,
+      userId: payload.userId,
       user: payload.user,
       createdAt: payload.createdAt,
       expiresAt: payload.expiresAt,
@@ -208,6 +243,7 @@ export class Sessions {
     }
     const session: Session = {
       id,
+      userId: record.userId,
       user: record.user,
       createdAt: record.createdAt,
       expiresAt: record.expiresAt,
@@ -219,7 +255,10 @@ export class Sessions {
   async updateTokens(state: SessionState, tokens: TokenSet): Promise<void> {
     const keys = await this.#keys();
     state.tokens = await keys.seal(JSON.stringify(tokens), 'token', state.session.id);
-    if (this.#options.sessionMode === 'server') {
+    if (this.#options.sessionMode === 'cookie') {
+      const ttl = state.session.expiresAt - this.#options.now();
+      if (ttl > 0) await this.#guard(() => this.#store.put(`tokens:${state.session.id}`, state.tokens, ttl));
+    } else {
       const record = await this.#guard(() => this.#store.getSession(state.session.id));
       if (record) await this.#guard(() => this.#store.setSession({ ...record, tokens: state.tokens }));
     }
@@ -236,6 +275,60 @@ export class Sessions {
       );
     }
     return JSON.parse(opened.plaintext) as TokenSet;
+  }
+
+  /** The live sessions of a user (cookie mode keeps no records: only `current` is known). */
+  async list(current: SessionState): Promise<SessionInfo[]> {
+    if (this.#options.sessionMode === 'cookie') return [info(current.session, current.session.id)];
+    const records = await this.#guard(() => this.#store.listSessions(current.session.userId));
+    return records.map((r) => info(r, current.session.id));
+  }
+
+  /** The sealed tokens of each live session of a user, for revocation. */
+  async tokensOfUser(current: SessionState): Promise<SessionState[]> {
+    if (this.#options.sessionMode === 'cookie') return [current];
+    const records = await this.#guard(() => this.#store.listSessions(current.session.userId));
+    return records.map((r) => ({
+      session: { id: r.id, userId: r.userId, user: r.user, createdAt: r.createdAt, expiresAt: r.expiresAt },
+      tokens: r.tokens,
+      idleExpiresAt: r.idleExpiresAt,
+    }));
+  }
+
+  /** Ends one session of the same user; false when there is no such session of this user. */
+  async endOne(current: SessionState, id: string): Promise<boolean> {
+    if (id === current.session.id) {
+      await this.end(current);
+      return true;
+    }
+    if (this.#options.sessionMode === 'cookie') return false;
+    const record = await this.#guard(() => this.#store.getSession(id));
+    if (!record || record.userId !== current.session.userId) return false;
+    this.#forget(id);
+    await this.#guard(() => this.#store.deleteSession(id));
+    return true;
+  }
+
+  /** Ends every session of the user ("sign out everywhere"); in cookie mode, every cookie issued until now. */
+  async endAll(current: SessionState): Promise<void> {
+    const { userId } = current.session;
+    for (const [key, entry] of this.#cache)
+      if (entry.state.session.userId === userId) this.#cache.delete(key);
+    if (this.#options.sessionMode === 'cookie') {
+      await this.#guard(() =>
+        this.#store.put(
+          `ended-user:${userId}`,
+          String(this.#options.now()),
+          this.#options.sessionMaxAge * 1000,
+        ),
+      );
+      return;
+    }
+    await this.#guard(() => this.#store.deleteUserSessions(userId));
+  }
+
+  #forget(id: string): void {
+    for (const [key, entry] of this.#cache) if (entry.state.session.id === id) this.#cache.delete(key);
   }
 
   /** Ends a session everywhere: the store record (or, in cookie mode, a tombstone until it would expire). */

@@ -5,11 +5,11 @@
  */
 import * as oauth from 'oauth4webapi';
 import { clearCookie, parseCookieHeader, serializeCookie } from './cookies.js';
-import { type KeyRing, sha256, timingSafeEqual } from './crypto.js';
+import { type KeyRing, sha256, timingSafeEqual, toBase64Url } from './crypto.js';
 import { LabgateError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
 import { normaliseProfile } from './profile.js';
-import { type Provider, syncClock, toLabgateError } from './provider.js';
+import { type Provider, syncClock, toLabgateError, verifyIdTokenSignature } from './provider.js';
 import { safeReturnTo } from './redirects.js';
 import type { SessionUser, Store, TokenSet } from './store.js';
 
@@ -33,6 +33,8 @@ const MAX_CALLBACK_URL = 8 * 1024;
 const MAX_CODE = 1024;
 const MAX_STATE = 512;
 const API_SCOPES = ['read_user', 'read_api', 'api'];
+const MAX_ID_TOKEN = 16 * 1024;
+const MAX_ID_TOKEN_AGE_S = 300;
 
 /** What the sign-in needs from the rest of labgate. */
 export interface SignInContext {
@@ -131,6 +133,9 @@ function callbackParameters(url: URL): URLSearchParams {
     if (/[\u0000-\u001f\u007f]/.test(value))
       throw new LabgateError('callback_invalid', `"${name}" holds control characters`);
   }
+  // Q-01: tokens never come from the authorization response (implicit/hybrid, or injected).
+  if (params.has('access_token') || params.has('id_token'))
+    throw new LabgateError('callback_invalid', 'the callback carries tokens');
   if ((params.get('code') ?? '').length > MAX_CODE)
     throw new LabgateError('callback_invalid', 'the code is too long');
   if ((params.get('state') ?? '').length > MAX_STATE)
@@ -205,6 +210,9 @@ export async function completeSignIn(
   const iss = params.get('iss');
   if (iss !== null && iss !== provider.issuer)
     throw new LabgateError('callback_invalid', 'the response names another issuer');
+  // RFC 9207: an issuer that promises `iss` and omits it may be a mix-up; no token request then.
+  if (iss === null && provider.server.authorization_response_iss_parameter_supported === true)
+    throw new LabgateError('callback_invalid', 'the response names no issuer');
   if (!params.get('code')) throw new LabgateError('callback_invalid', 'the callback carries no code');
 
   let result: oauth.TokenEndpointResponse;
@@ -236,6 +244,7 @@ export async function completeSignIn(
     provider.kind === 'oidc'
       ? (oauth.getValidatedIdTokenClaims(result) as Record<string, unknown>)
       : undefined;
+  if (claims) await checkIdToken(provider, options, String(result.id_token), claims, result.access_token);
   let userinfo: Record<string, unknown> | undefined;
   if (claims) {
     try {
@@ -284,6 +293,48 @@ export async function completeSignIn(
     },
     returnTo: safeReturnTo(transaction.returnTo, options.origin),
   };
+}
+
+/**
+ * What oauth4webapi leaves to the relying party (SECURITY.md §2.9): the signature (V-05), an audience
+ * of exactly this client (V-03), `azp` (V-04), `iat` bounds (V-09), a non-empty string `sub` (V-12),
+ * a size bound (V-14), `at_hash` when present (V-15). Runs before any token is used; also meant for the
+ * ID token of a refresh response (V-16), next to the check that its `sub` is the session's.
+ */
+export async function checkIdToken(
+  provider: Provider,
+  options: ResolvedOptions,
+  idToken: string,
+  claims: Record<string, unknown>,
+  accessToken: string,
+): Promise<void> {
+  if (idToken.length > MAX_ID_TOKEN) throw new LabgateError('id_token_invalid', 'the ID token is too large');
+  const aud = claims['aud'];
+  const audiences = Array.isArray(aud) ? aud : [aud];
+  if (audiences.length !== 1 || audiences[0] !== options.clientId)
+    throw new LabgateError('id_token_invalid', 'the ID token is not meant for this client alone');
+  if (claims['azp'] !== undefined && claims['azp'] !== options.clientId)
+    throw new LabgateError('id_token_invalid', 'the ID token was issued to another party');
+  if (typeof claims['sub'] !== 'string' || claims['sub'] === '')
+    throw new LabgateError('id_token_invalid', 'the ID token has no subject');
+  const now = options.now() / 1000;
+  const iat = claims['iat'];
+  if (
+    typeof iat !== 'number' ||
+    iat > now + options.clockTolerance ||
+    now - iat > MAX_ID_TOKEN_AGE_S + options.clockTolerance
+  ) {
+    throw new LabgateError('id_token_invalid', 'the ID token was issued at an implausible time');
+  }
+  // V-15: `at_hash`, when present, binds the ID token to this access token (left half of its SHA-256).
+  if (claims['at_hash'] !== undefined) {
+    const digest = new Uint8Array(
+      await crypto.subtle.digest('SHA-256', new TextEncoder().encode(accessToken)),
+    ).slice(0, 16);
+    if (typeof claims['at_hash'] !== 'string' || !timingSafeEqual(claims['at_hash'], toBase64Url(digest)))
+      throw new LabgateError('id_token_invalid', 'the ID token belongs to another access token');
+  }
+  await verifyIdTokenSignature(provider, idToken, options.now);
 }
 
 async function readApiUser(provider: Provider, accessToken: string): Promise<Record<string, unknown>> {

@@ -45,12 +45,25 @@ export interface TokenSet {
   scope: string;
 }
 
+/** A GitLab account (`issuer`, `sub`) linked to a labgate user, with the profile last seen. */
+export interface IdentityRecord {
+  issuer: string;
+  sub: string;
+  /** The labgate user this GitLab account belongs to. */
+  userId: string;
+  profile: SessionUser;
+  /** Epoch milliseconds of the last sign-in with this account. */
+  updatedAt: number;
+}
+
 /** A server-side session. Only a hash of the cookie's secret is kept. */
 export interface SessionRecord {
   id: string;
   /** SHA-256 (base64url) of the secret half of the cookie. */
   secretHash: string;
-  /** `issuer` + ' ' + `sub`. */
+  /** The labgate user (one user may have linked several GitLab accounts). */
+  userId: string;
+  /** The GitLab account signed in with: `issuer` + ' ' + `sub`. */
   identity: string;
   user: SessionUser;
   /** {@link TokenSet} sealed with the key ring (purpose `token`). */
@@ -87,8 +100,22 @@ export interface Store {
   touchSession(id: string, idleExpiresAt: number): Promise<void>;
   /** Deletes a session. */
   deleteSession(id: string): Promise<void>;
-  /** The live sessions of an identity (`issuer sub`). */
-  listSessions(identity: string): Promise<SessionRecord[]>;
+  /** The live sessions of a user. */
+  listSessions(userId: string): Promise<SessionRecord[]>;
+  /** Ends every session of a user; returns how many there were. */
+  deleteUserSessions(userId: string): Promise<number>;
+
+  /**
+   * Records a sign-in with a GitLab account and returns the labgate user it belongs to: the user the
+   * account is already linked to; else `linkTo` (link a further account to a signed-in user); else a
+   * new user with id `newUserId`. The profile snapshot is replaced. Accounts are never linked by email.
+   */
+  upsertIdentity(
+    identity: Omit<IdentityRecord, 'userId'>,
+    options: { linkTo?: string; newUserId: string },
+  ): Promise<string>;
+  /** The GitLab accounts linked to a user. */
+  listIdentities(userId: string): Promise<IdentityRecord[]>;
 
   /** Releases connections. */
   close?(): Promise<void>;
@@ -111,6 +138,7 @@ interface Entry {
 export class MemoryStore implements Store {
   readonly #values = new Map<string, Entry>();
   readonly #sessions = new Map<string, SessionRecord>();
+  readonly #identities = new Map<string, IdentityRecord>();
   readonly #now: () => number;
 
   constructor(options: { now?: () => number } = {}) {
@@ -191,10 +219,35 @@ export class MemoryStore implements Store {
     this.#sessions.delete(id);
   }
 
-  async listSessions(identity: string): Promise<SessionRecord[]> {
+  async listSessions(userId: string): Promise<SessionRecord[]> {
     const now = this.#now();
     return [...this.#sessions.values()]
-      .filter((r) => r.identity === identity && Math.min(r.expiresAt, r.idleExpiresAt) > now)
+      .filter((r) => r.userId === userId && Math.min(r.expiresAt, r.idleExpiresAt) > now)
       .map((r) => structuredClone(r));
+  }
+
+  async deleteUserSessions(userId: string): Promise<number> {
+    let count = 0;
+    for (const [id, record] of this.#sessions) {
+      if (record.userId !== userId) continue;
+      this.#sessions.delete(id);
+      count++;
+    }
+    return count;
+  }
+
+  async upsertIdentity(
+    identity: Omit<IdentityRecord, 'userId'>,
+    options: { linkTo?: string; newUserId: string },
+  ): Promise<string> {
+    const key = `${identity.issuer} ${identity.sub}`;
+    const existing = this.#identities.get(key);
+    const userId = existing?.userId ?? options.linkTo ?? options.newUserId;
+    this.#identities.set(key, structuredClone({ ...identity, userId }));
+    return userId;
+  }
+
+  async listIdentities(userId: string): Promise<IdentityRecord[]> {
+    return [...this.#identities.values()].filter((i) => i.userId === userId).map((i) => structuredClone(i));
   }
 }

@@ -1,0 +1,59 @@
+/**
+ * Opens the store named by `LABGATE_STORE`: `sqlite:PATH` (the default, `sqlite:./.labgate/labgate.db`),
+ * `postgres://…` (or `postgresql://…`), `redis://…` (or `rediss://…`), `memory:`. Drivers load lazily,
+ * so only the one in use must be installed.
+ *
+ * @example
+ * ```ts
+ * import { openStore } from 'labgate/stores';
+ * const store = await openStore(process.env.LABGATE_STORE);
+ * ```
+ * @packageDocumentation
+ */
+import { MemoryStore, type Store } from '../core/store.js';
+
+/** The default `LABGATE_STORE`. */
+export const DEFAULT_STORE = 'sqlite:./.labgate/labgate.db';
+
+/** Options of {@link openStore}. */
+export interface OpenStoreOptions {
+  /** Inject the clock (epoch milliseconds). */
+  now?: () => number;
+}
+
+/** A store URL without its password, for logs. */
+export function describeStore(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.href;
+  } catch {
+    return url.split(':', 1)[0] ?? 'store';
+  }
+}
+
+/**
+ * Opens a store from a `LABGATE_STORE` value (default {@link DEFAULT_STORE}).
+ * @throws {TypeError} for an unknown scheme or a missing driver.
+ */
+export async function openStore(url: string = DEFAULT_STORE, options: OpenStoreOptions = {}): Promise<Store> {
+  const now = options.now ? { now: options.now } : {};
+  if (url === 'memory:' || url === 'memory') return new MemoryStore(now);
+  if (url.startsWith('sqlite:')) {
+    const path =
+      url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '') || DEFAULT_STORE.slice('sqlite:'.length);
+    const { createSqliteStore } = await import('./sqlite.js');
+    return createSqliteStore({ path, ...now });
+  }
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
+    const { createPostgresStore } = await import('./postgres.js');
+    return createPostgresStore({ connectionString: url, ...now });
+  }
+  if (url.startsWith('redis://') || url.startsWith('rediss://')) {
+    const { createRedisStore } = await import('./redis.js');
+    return createRedisStore({ url, ...now });
+  }
+  throw new TypeError(
+    `labgate: LABGATE_STORE ${JSON.stringify(describeStore(url))} is not one of sqlite:PATH, postgres://…, redis://…, memory:`,
+  );
+}
