@@ -1,6 +1,7 @@
 /**
  * Opens the store named by `LABGATE_STORE`: `sqlite:PATH` (the default, `sqlite:./.labgate/labgate.db`),
- * `postgres://…` (or `postgresql://…`), `redis://…` (or `rediss://…`), `memory:`. Drivers load lazily,
+ * `postgres://…` (or `postgresql://…`), `redis://…` (or `rediss://…`; `?prefix=app1:` sets the key prefix),
+ * `memory:`. Drivers load lazily,
  * so only the one in use must be installed.
  *
  * @example
@@ -50,8 +51,12 @@ export async function openStore(url: string = DEFAULT_STORE, options: OpenStoreO
     return createPostgresStore({ connectionString: url, ...now });
   }
   if (url.startsWith('redis://') || url.startsWith('rediss://')) {
+    // `?prefix=app1:` keeps several apps (or test runs) apart in one Redis.
+    const parsed = new URL(url);
+    const prefix = parsed.searchParams.get('prefix');
+    parsed.searchParams.delete('prefix');
     const { createRedisStore } = await import('./redis.js');
-    return createRedisStore({ url, ...now });
+    return createRedisStore({ url: parsed.href, ...(prefix ? { prefix } : {}), ...now });
   }
   throw new TypeError(
     `labgate: LABGATE_STORE ${JSON.stringify(describeStore(url))} is not one of sqlite:PATH, postgres://…, redis://…, memory:`,
