@@ -11,6 +11,7 @@
  */
 export { KeyRing, parseSecrets } from './crypto.js';
 export { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
+export type { LabgateEventHandler, LabgateEventName, LabgateEvents } from './events.js';
 export { createLabgate, type Labgate } from './labgate.js';
 export {
   isLoopbackHost,
@@ -20,5 +21,12 @@ export {
   type ResolvedOptions,
 } from './options.js';
 export { safeReturnTo } from './redirects.js';
-export type { Session } from './sessions.js';
-export { MemoryStore, type SessionRecord, type SessionUser, type Store, type TokenSet } from './store.js';
+export type { Session, SessionInfo } from './sessions.js';
+export {
+  type IdentityRecord,
+  MemoryStore,
+  type SessionRecord,
+  type SessionUser,
+  type Store,
+  type TokenSet,
+} from './store.js';

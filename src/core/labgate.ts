@@ -5,6 +5,7 @@
 import * as oauth from 'oauth4webapi';
 import { KeyRing, parseSecrets, randomToken } from './crypto.js';
 import { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
+import { Emitter, type LabgateEventHandler, type LabgateEventName, type LabgateEvents } from './events.js';
 import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { errorPage, logoutPage } from './pages.js';
 import { discover, type Provider, syncClock, toLabgateError } from './provider.js';
@@ -24,8 +25,21 @@ export interface Labgate {
   getSession(request: Request): Promise<Session | null>;
   /** The same from a raw `Cookie` header: what adapters call on every request, without building a `Request`. */
   getSessionFromCookies(cookieHeader: string | null | undefined): Promise<Session | null>;
-  /** A GitLab access token for the session, refreshed first when it is about to expire. */
-  getAccessToken(session: Session): Promise<string>;
+  /**
+   * A GitLab access token for the session, refreshed first when it is about to expire (or always,
+   * with `forceRefresh`, e.g. after GitLab answered 401 `invalid_token`). Refresh is single-flight
+   * in this process and locked across processes through the store. Rejects with `session_required`
+   * (and ends the session) when GitLab refuses the refresh token.
+   */
+  getAccessToken(session: Session, options?: { forceRefresh?: boolean }): Promise<string>;
+  /**
+   * Listens to a lifecycle event; returns a function that stops listening.
+   * @example
+   * ```ts
+   * labgate.on('token.refreshed', ({ sessionId, expiresAt }) => metrics.count('refresh'));
+   * ```
+   */
+  on<E extends LabgateEventName>(name: E, handler: LabgateEventHandler<E>): () => void;
   /** Ends a session (as sign-out does, without revoking the GitLab token). */
   endSession(session: Session): Promise<void>;
   /** The live sessions of the session's user (ids, creation, expiry; which one is `current`). */
@@ -47,7 +61,6 @@ export interface Labgate {
   readonly store: Store;
 }
 
-const REFRESH_MARGIN_MS = 60_000;
 /** The methods each route answers, for `Allow` on a 405. */
 const ALLOWED: Record<string, string> = {
   '/login': 'GET, HEAD',
@@ -105,6 +118,11 @@ export function createLabgate(input: LabgateOptions): Labgate {
     return discovered;
   };
   const sessions = new Sessions(options, store, keys);
+  const events = new Emitter((name, error) =>
+    logger.error(
+      `labgate: a ${name} handler failed: ${error instanceof Error ? error.message : String(error)}`,
+    ),
+  );
   const states = new WeakMap<Session, SessionState>();
   const ctx = { options, store, keys, provider };
   const { prefix, logger } = options;
@@ -124,7 +142,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     if (wantsJson(request)) {
       return Response.json(
         { error: code, message: ERROR_CODES[code].title, reference },
-        { status, headers: PAGE_HEADERS },
+        { status, headers: { ...PAGE_HEADERS, 'x-labgate-reference': reference } },
       );
     }
     const again =
@@ -133,7 +151,11 @@ export function createLabgate(input: LabgateOptions): Labgate {
         : '/';
     return new Response(errorPage(code, { again, reference }), {
       status,
-      headers: { ...PAGE_HEADERS, 'content-type': 'text/html; charset=utf-8' },
+      headers: {
+        ...PAGE_HEADERS,
+        'content-type': 'text/html; charset=utf-8',
+        'x-labgate-reference': reference,
+      },
     });
   }
 
@@ -158,7 +180,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     return sessions.fromCookieHeader(request.headers.get('cookie'));
   }
 
-  async function revoke(tokens: TokenSet): Promise<void> {
+  async function revoke(tokens: TokenSet, session?: Session): Promise<void> {
     const token = tokens.refreshToken ?? tokens.accessToken;
     try {
       const server = await provider();
@@ -169,6 +191,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
         signal: AbortSignal.timeout(3000),
       });
       await oauth.processRevocationResponse(response);
+      if (session) events.emit('token.revoked', { sessionId: session.id, userId: session.userId });
     } catch (error) {
       // Revocation is best effort: sign-out never fails because GitLab is slow or down.
       logger.warn(
@@ -193,7 +216,11 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const sealed = await Promise.all(ending.map((s) => sessions.tokens(s).catch(() => null)));
     if (everywhere) await sessions.endAll(state);
     else await sessions.end(state);
-    await Promise.all(sealed.map((tokens) => (tokens ? revoke(tokens) : undefined)));
+    const reason = everywhere ? 'signed-out-everywhere' : 'signed-out';
+    for (const ended of ending) {
+      events.emit('session.ended', { sessionId: ended.session.id, userId: ended.session.userId, reason });
+    }
+    await Promise.all(sealed.map((tokens, i) => (tokens ? revoke(tokens, ending[i]!.session) : undefined)));
     logger.info(`labgate: session ${state.session.id} signed out${everywhere ? ' everywhere' : ''}`);
   }
 
@@ -265,9 +292,21 @@ export function createLabgate(input: LabgateOptions): Labgate {
       logger.info(
         `labgate: ${done.user.username} (${done.user.issuer} ${done.user.sub}) signed in, session ${state.session.id}`,
       );
+      events.emit('session.created', {
+        sessionId: state.session.id,
+        userId,
+        issuer: done.user.issuer,
+        sub: done.user.sub,
+        username: done.user.username,
+      });
       return new Response(null, { status: 303, headers });
     } catch (error) {
       const response = errorResponse(error, request, `${prefix}/callback`);
+      const failure = isLabgateError(error) ? error.code : 'gitlab_error';
+      events.emit('signin.failed', {
+        code: failure,
+        reference: response.headers.get('x-labgate-reference') ?? '',
+      });
       for (const cookie of headers.getSetCookie()) response.headers.append('set-cookie', cookie);
       return response;
     }
@@ -332,56 +371,131 @@ export function createLabgate(input: LabgateOptions): Labgate {
 
   const refreshing = new Map<string, Promise<string>>();
 
-  async function getAccessToken(session: Session): Promise<string> {
+  /**
+   * A GitLab access token for a session. Fresh tokens come straight from the session (no store round
+   * trip). One that expires within `refreshMargin` is refreshed: once per session in this process
+   * (single-flight), and once across processes (a lock in the store); a process that loses the race
+   * re-reads the rotated pair instead of spending the single-use refresh token again.
+   */
+  async function getAccessToken(session: Session, force: boolean): Promise<string> {
     const state = states.get(session);
     if (!state) throw new TypeError('labgate: getAccessToken takes a session returned by getSession');
     const tokens = await sessions.tokens(state);
-    if (tokens.expiresAt - REFRESH_MARGIN_MS > options.now() || !tokens.refreshToken)
-      return tokens.accessToken;
-    // Refresh tokens are single-use: callers in this process share one refresh.
+    if (!force && tokens.expiresAt - options.refreshMargin * 1000 > options.now()) return tokens.accessToken;
+    if (!tokens.refreshToken) {
+      if (tokens.expiresAt > options.now()) return tokens.accessToken;
+      await endState(state, 'token-invalid');
+      throw new LabgateError('session_required', 'the GitLab token expired and there is no refresh token');
+    }
     let pending = refreshing.get(session.id);
     if (!pending) {
-      pending = refresh(state, tokens).finally(() => refreshing.delete(session.id));
+      pending = refreshLocked(state, tokens, force).finally(() => refreshing.delete(session.id));
       refreshing.set(session.id, pending);
     }
     return pending;
   }
 
-  async function refresh(state: SessionState, tokens: TokenSet): Promise<string> {
-    const server = await provider();
-    let result: oauth.TokenEndpointResponse;
-    try {
-      const response = await oauth.refreshTokenGrantRequest(
-        server.server,
-        server.client,
-        server.clientAuth,
-        tokens.refreshToken!,
-        server.http,
-      );
-      syncClock(server, options.now);
-      result = await oauth.processRefreshTokenResponse(server.server, server.client, response);
-    } catch (error) {
-      const code =
-        error instanceof oauth.ResponseBodyError
-          ? error.error
-          : error instanceof oauth.WWWAuthenticateChallengeError
-            ? error.cause.find((c) => c.parameters['error'])?.parameters['error']
-            : undefined;
-      if (code === 'invalid_grant' || code === 'invalid_client') {
-        await sessions.end(state);
-        throw new LabgateError('session_required', 'GitLab refused the refresh token; sign in again', {
-          cause: error,
-        });
+  async function endState(
+    state: SessionState,
+    reason: LabgateEvents['session.ended']['reason'],
+  ): Promise<void> {
+    await sessions.end(state);
+    events.emit('session.ended', { sessionId: state.session.id, userId: state.session.userId, reason });
+  }
+
+  const LOCK_TTL_MS = 15_000;
+
+  async function refreshLocked(state: SessionState, seen: TokenSet, force: boolean): Promise<string> {
+    const lock = `refresh-lock:${state.session.id}`;
+    const owner = randomToken(12);
+    const deadline = options.now() + LOCK_TTL_MS + options.requestTimeout;
+    let wait = 25;
+    for (;;) {
+      if (await storeCall(() => store.add(lock, owner, LOCK_TTL_MS))) break;
+      // Another process is refreshing: its new pair is what we want, not a refresh of our own.
+      if (!(await sessions.reload(state)))
+        throw new LabgateError('session_required', 'the session has ended');
+      const current = await sessions.tokens(state);
+      if (current.refreshToken !== seen.refreshToken) return current.accessToken;
+      if (options.now() > deadline) {
+        if (seen.expiresAt > options.now()) return seen.accessToken;
+        throw new LabgateError('gitlab_unreachable', 'another process holds the token refresh for too long');
       }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(wait * 2, 500);
+    }
+    try {
+      // Re-read under the lock: the pair may have rotated since this process last looked.
+      if (!(await sessions.reload(state)))
+        throw new LabgateError('session_required', 'the session has ended');
+      const current = await sessions.tokens(state);
+      if (current.refreshToken !== seen.refreshToken) return current.accessToken;
+      if (!force && current.expiresAt - options.refreshMargin * 1000 > options.now())
+        return current.accessToken;
+      return await refreshOnce(state, current);
+    } finally {
+      const holder = await store.get(lock).catch(() => null);
+      if (holder === owner) await store.delete(lock).catch(() => undefined);
+    }
+  }
+
+  const RETRY_DELAYS_MS = [200, 1000];
+
+  /** Spends the refresh token once (transient failures retried with bounded backoff), stores the new pair. */
+  async function refreshOnce(state: SessionState, tokens: TokenSet): Promise<string> {
+    const server = await provider();
+    let result: oauth.TokenEndpointResponse | undefined;
+    let last: unknown;
+    for (let attempt = 0; attempt <= RETRY_DELAYS_MS.length && !result; attempt++) {
+      try {
+        const response = await oauth.refreshTokenGrantRequest(
+          server.server,
+          server.client,
+          server.clientAuth,
+          tokens.refreshToken!,
+          server.http,
+        );
+        syncClock(server, options.now);
+        result = await oauth.processRefreshTokenResponse(server.server, server.client, response);
+      } catch (error) {
+        last = error;
+        const code =
+          error instanceof oauth.ResponseBodyError
+            ? error.error
+            : error instanceof oauth.WWWAuthenticateChallengeError
+              ? error.cause.find((c) => c.parameters['error'])?.parameters['error']
+              : undefined;
+        if (code === 'invalid_grant' || code === 'invalid_client') {
+          await endState(state, 'token-invalid');
+          throw new LabgateError('session_required', 'GitLab refused the refresh token; sign in again', {
+            cause: error,
+          });
+        }
+        const status = error instanceof oauth.ResponseBodyError ? error.status : 0;
+        // A 4xx other than 429 will not get better by retrying.
+        if (status >= 400 && status < 500 && status !== 429) break;
+        if (attempt < RETRY_DELAYS_MS.length) {
+          const retryAfter = Number(
+            error instanceof oauth.ResponseBodyError ? error.response.headers.get('retry-after') : NaN,
+          );
+          const delay =
+            Number.isFinite(retryAfter) && retryAfter > 0
+              ? Math.min(retryAfter * 1000, 5000)
+              : RETRY_DELAYS_MS[attempt]!;
+          await new Promise((resolve) => setTimeout(resolve, delay));
+        }
+      }
+    }
+    if (!result) {
       // A transient failure keeps the current token while it is still valid.
       if (tokens.expiresAt > options.now()) return tokens.accessToken;
-      throw toLabgateError(error, 'gitlab_error', 'token refresh');
+      throw toLabgateError(last, 'gitlab_error', 'token refresh');
     }
     const claims = oauth.getValidatedIdTokenClaims(result) as Record<string, unknown> | undefined;
     if (claims) {
       // A refreshed ID token must name the same user, and be as valid as the first.
       if (claims['sub'] !== state.session.user.sub || claims['iss'] !== state.session.user.issuer) {
-        await sessions.end(state);
+        await endState(state, 'token-invalid');
         throw new LabgateError('session_required', 'the refreshed ID token names another user');
       }
       await checkIdToken(server, options, result.id_token!, claims, result.access_token);
@@ -392,7 +506,13 @@ export function createLabgate(input: LabgateOptions): Labgate {
       expiresAt: options.now() + (typeof result.expires_in === 'number' ? result.expires_in : 300) * 1000,
       scope: result.scope ?? tokens.scope,
     };
+    // Stored before it is used: the old refresh token is already dead at GitLab.
     await sessions.updateTokens(state, next);
+    events.emit('token.refreshed', {
+      sessionId: state.session.id,
+      userId: state.session.userId,
+      expiresAt: next.expiresAt,
+    });
     return next.accessToken;
   }
 
@@ -400,7 +520,8 @@ export function createLabgate(input: LabgateOptions): Labgate {
     handle,
     getSession: (request) => fromCookies(request.headers.get('cookie')),
     getSessionFromCookies: fromCookies,
-    getAccessToken,
+    getAccessToken: (session, opts = {}) => getAccessToken(session, opts.forceRefresh === true),
+    on: (name, handler) => events.on(name, handler),
     async endSession(session) {
       const state = states.get(session);
       if (state) await sessions.end(state);

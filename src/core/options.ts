@@ -42,6 +42,8 @@ export interface LabgateOptions {
    * again (default 5, at most 5): the bound on how stale a revocation made by another instance can be.
    */
   sessionCacheTtl?: number;
+  /** Refresh a GitLab access token this many seconds before it expires (default 120). */
+  refreshMargin?: number;
   /** Timeout of each request to GitLab in milliseconds (default 10 000). */
   requestTimeout?: number;
   /** Largest response body accepted from GitLab, in bytes (default 512 KiB). */
@@ -74,6 +76,7 @@ export interface ResolvedOptions {
   sessionIdleTimeout: number;
   touchInterval: number;
   sessionCacheTtl: number;
+  refreshMargin: number;
   requestTimeout: number;
   maxResponseBytes: number;
   clockTolerance: number;
@@ -182,6 +185,7 @@ export function resolveOptions(options: LabgateOptions): ResolvedOptions {
     sessionIdleTimeout: positive('sessionIdleTimeout', options.sessionIdleTimeout, 24 * 3600),
     touchInterval: positive('touchInterval', options.touchInterval, 300),
     sessionCacheTtl,
+    refreshMargin: positive('refreshMargin', options.refreshMargin, 120),
     requestTimeout: positive('requestTimeout', options.requestTimeout, 10_000),
     maxResponseBytes: positive('maxResponseBytes', options.maxResponseBytes, 512 * 1024),
     clockTolerance: positive('clockTolerance', options.clockTolerance, 60),

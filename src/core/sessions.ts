@@ -264,6 +264,22 @@ export class Sessions {
     }
   }
 
+  /**
+   * Reads the session's tokens from the store again (another process may have refreshed them);
+   * updates `state` in place. False when the session no longer exists.
+   */
+  async reload(state: SessionState): Promise<boolean> {
+    if (this.#options.sessionMode === 'cookie') {
+      const refreshed = await this.#guard(() => this.#store.get(`tokens:${state.session.id}`));
+      if (refreshed !== null) state.tokens = refreshed;
+      return (await this.#guard(() => this.#store.get(`ended:${state.session.id}`))) === null;
+    }
+    const record = await this.#guard(() => this.#store.getSession(state.session.id));
+    if (!record) return false;
+    state.tokens = record.tokens;
+    return true;
+  }
+
   /** Opens a session's tokens. */
   async tokens(state: SessionState): Promise<TokenSet> {
     const keys = await this.#keys();

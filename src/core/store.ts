@@ -201,17 +201,22 @@ export class MemoryStore implements Store {
   }
 
   async getSession(id: string): Promise<SessionRecord | null> {
+    const record = this.#liveSession(id);
+    return record ? structuredClone(record) : null;
+  }
+
+  #liveSession(id: string): SessionRecord | undefined {
     const record = this.#sessions.get(id);
-    if (!record) return null;
-    if (Math.min(record.expiresAt, record.idleExpiresAt) <= this.#now()) {
+    if (record && Math.min(record.expiresAt, record.idleExpiresAt) <= this.#now()) {
       this.#sessions.delete(id);
-      return null;
+      return undefined;
     }
-    return structuredClone(record);
+    return record;
   }
 
   async touchSession(id: string, idleExpiresAt: number): Promise<void> {
-    const record = this.#sessions.get(id);
+    // Only a live session slides: touching one that has ended must not bring it back.
+    const record = this.#liveSession(id);
     if (record) record.idleExpiresAt = idleExpiresAt;
   }
 
@@ -223,15 +228,18 @@ export class MemoryStore implements Store {
     const now = this.#now();
     return [...this.#sessions.values()]
       .filter((r) => r.userId === userId && Math.min(r.expiresAt, r.idleExpiresAt) > now)
+      .sort((a, b) => a.createdAt - b.createdAt)
       .map((r) => structuredClone(r));
   }
 
   async deleteUserSessions(userId: string): Promise<number> {
+    // Counts the sessions this call ended; ones that had already expired are removed but not counted.
+    const now = this.#now();
     let count = 0;
     for (const [id, record] of this.#sessions) {
       if (record.userId !== userId) continue;
       this.#sessions.delete(id);
-      count++;
+      if (Math.min(record.expiresAt, record.idleExpiresAt) > now) count++;
     }
     return count;
   }
