@@ -12,7 +12,15 @@
 export { KeyRing, parseSecrets } from './crypto.js';
 export { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
 export type { LabgateEventHandler, LabgateEventName, LabgateEvents } from './events.js';
-export { createLabgate, type Labgate } from './labgate.js';
+export {
+  createGitLabClient,
+  GitLabApiError,
+  type GitLabClient,
+  type GitLabClientOptions,
+  type Query,
+  type RequestOptions,
+} from './gitlab.js';
+export { createLabgate, type Labgate, type TokenCheck } from './labgate.js';
 export {
   isLoopbackHost,
   type LabgateOptions,

@@ -6,13 +6,26 @@ import * as oauth from 'oauth4webapi';
 import { KeyRing, parseSecrets, randomToken } from './crypto.js';
 import { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
 import { Emitter, type LabgateEventHandler, type LabgateEventName, type LabgateEvents } from './events.js';
+import { createGitLabClient, type GitLabClient } from './gitlab.js';
 import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { errorPage, logoutPage } from './pages.js';
-import { discover, type Provider, syncClock, toLabgateError } from './provider.js';
+import { discover, guardFetch, type Provider, syncClock, toLabgateError } from './provider.js';
 import { safeReturnTo } from './redirects.js';
 import { type Session, type SessionInfo, type SessionState, Sessions } from './sessions.js';
 import { checkIdToken, completeSignIn, startSignIn } from './signin.js';
 import { MemoryStore, type Store, type TokenSet } from './store.js';
+
+/** What GitLab says of an access token. */
+export interface TokenCheck {
+  active: boolean;
+  scopes: string[];
+  /** Seconds left, when active. */
+  expiresIn: number | null;
+  /** GitLab's numeric user id, when active. */
+  userId: number | null;
+  /** The OAuth application's client id, when active. */
+  clientId: string | null;
+}
 
 /** labgate for one app: mount `handle` in front of the app, call `getSession` where you need the user. */
 export interface Labgate {
@@ -40,6 +53,17 @@ export interface Labgate {
    * ```
    */
   on<E extends LabgateEventName>(name: E, handler: LabgateEventHandler<E>): () => void;
+  /**
+   * A GitLab API client acting as the session's user; its token refreshes itself, and a 401 from
+   * GitLab triggers one refresh and one retry.
+   */
+  gitlab(session: Session): GitLabClient;
+  /** Asks GitLab about an access token (`/oauth/token/info`): active, scopes, remaining lifetime. */
+  checkToken(accessToken: string): Promise<TokenCheck>;
+  /** Spends a refresh token at GitLab and returns the new pair (it rotates: store it at once). */
+  refreshToken(refreshToken: string): Promise<TokenSet>;
+  /** Revokes a token at GitLab (either of a pair revokes both). */
+  revokeToken(token: string): Promise<void>;
   /** Ends a session (as sign-out does, without revoking the GitLab token). */
   endSession(session: Session): Promise<void>;
   /** The live sessions of the session's user (ids, creation, expiry; which one is `current`). */
@@ -118,6 +142,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     return discovered;
   };
   const sessions = new Sessions(options, store, keys);
+  const guarded = guardFetch(options);
   const events = new Emitter((name, error) =>
     logger.error(
       `labgate: a ${name} handler failed: ${error instanceof Error ? error.message : String(error)}`,
@@ -522,6 +547,85 @@ export function createLabgate(input: LabgateOptions): Labgate {
     getSessionFromCookies: fromCookies,
     getAccessToken: (session, opts = {}) => getAccessToken(session, opts.forceRefresh === true),
     on: (name, handler) => events.on(name, handler),
+    gitlab(session) {
+      if (!states.has(session))
+        throw new TypeError('labgate: gitlab() takes a session returned by getSession');
+      return createGitLabClient({
+        gitlabUrl: options.gitlabUrl.href,
+        getToken: ({ forceRefresh }) => getAccessToken(session, forceRefresh),
+        fetch: options.fetch,
+        timeout: options.requestTimeout,
+      });
+    },
+    async checkToken(accessToken) {
+      const response = await guarded(`${options.gitlabUrl.href.replace(/\/+$/, '')}/oauth/token/info`, {
+        headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' },
+      }).catch((error: unknown) => {
+        throw toLabgateError(error, 'gitlab_error', 'token check');
+      });
+      if (response.status === 401 || response.status === 400) {
+        await response.body?.cancel();
+        return { active: false, scopes: [], expiresIn: null, userId: null, clientId: null };
+      }
+      if (!response.ok)
+        throw new LabgateError('gitlab_error', `token check: GitLab answered ${response.status}`);
+      const info = (await response.json()) as {
+        scope?: unknown;
+        expires_in?: unknown;
+        resource_owner_id?: unknown;
+        application?: { uid?: unknown };
+      };
+      return {
+        active: true,
+        scopes: Array.isArray(info.scope)
+          ? info.scope.map(String)
+          : String(info.scope ?? '')
+              .split(' ')
+              .filter(Boolean),
+        expiresIn: typeof info.expires_in === 'number' ? info.expires_in : null,
+        userId: typeof info.resource_owner_id === 'number' ? info.resource_owner_id : null,
+        clientId: typeof info.application?.uid === 'string' ? info.application.uid : null,
+      };
+    },
+    async refreshToken(refreshToken) {
+      const server = await provider();
+      try {
+        const response = await oauth.refreshTokenGrantRequest(
+          server.server,
+          server.client,
+          server.clientAuth,
+          refreshToken,
+          server.http,
+        );
+        syncClock(server, options.now);
+        const result = await oauth.processRefreshTokenResponse(server.server, server.client, response);
+        return {
+          accessToken: result.access_token,
+          refreshToken: result.refresh_token ?? null,
+          expiresAt: options.now() + (typeof result.expires_in === 'number' ? result.expires_in : 300) * 1000,
+          scope: result.scope ?? '',
+        };
+      } catch (error) {
+        throw toLabgateError(error, 'token_exchange_failed', 'token refresh');
+      }
+    },
+    async revokeToken(token) {
+      const server = await provider();
+      if (!server.server.revocation_endpoint)
+        throw new LabgateError('gitlab_error', 'GitLab announces no revocation endpoint');
+      try {
+        const response = await oauth.revocationRequest(
+          server.server,
+          server.client,
+          server.clientAuth,
+          token,
+          server.http,
+        );
+        await oauth.processRevocationResponse(response);
+      } catch (error) {
+        throw toLabgateError(error, 'gitlab_error', 'token revocation');
+      }
+    },
     async endSession(session) {
       const state = states.get(session);
       if (state) await sessions.end(state);

@@ -1,0 +1,233 @@
+/**
+ * A small client of GitLab's REST API v4 on the signed-in user's behalf: the base URL with its
+ * sub-path, `Authorization: Bearer` only (never `?access_token=`), one retry after a refresh on 401,
+ * `429` honoured with a bounded `Retry-After`, an async iterator over GitLab's pagination, and typed
+ * errors that never carry the token.
+ */
+
+/** A GitLab API error: the status and GitLab's message, never the token or the query string. */
+export class GitLabApiError extends Error {
+  override name = 'GitLabApiError';
+  /** HTTP status (0 when GitLab could not be reached). */
+  readonly status: number;
+  /** `GET`, `POST`, … */
+  readonly method: string;
+  /** The API path, without the query string. */
+  readonly path: string;
+  /** GitLab's `message` or `error` field, when it sent one. */
+  readonly gitlabMessage: string | null;
+
+  constructor(init: {
+    status: number;
+    method: string;
+    path: string;
+    gitlabMessage: string | null;
+    cause?: unknown;
+  }) {
+    super(
+      `GitLab API ${init.method} ${init.path} failed${init.status ? ` with ${init.status}` : ''}${init.gitlabMessage ? `: ${init.gitlabMessage}` : ''}`,
+      init.cause === undefined ? undefined : { cause: init.cause },
+    );
+    this.status = init.status;
+    this.method = init.method;
+    this.path = init.path;
+    this.gitlabMessage = init.gitlabMessage;
+  }
+}
+
+/** Query parameters; arrays become repeated `name[]` parameters as GitLab expects. */
+export type Query = Record<string, string | number | boolean | readonly (string | number)[] | undefined>;
+
+/** Options of one request. */
+export interface RequestOptions {
+  query?: Query;
+  /** A JSON body (POST, PUT, PATCH). */
+  body?: unknown;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+/** A GitLab API client bound to one user's token. */
+export interface GitLabClient {
+  /** The API base, `https://gitlab.example.com/gitlab/api/v4`. */
+  readonly apiUrl: string;
+  /** Any request; resolves the parsed JSON body (or null for 204). */
+  request<T = unknown>(method: string, path: string, options?: RequestOptions): Promise<T>;
+  /** `GET` a path. */
+  get<T = unknown>(path: string, query?: Query): Promise<T>;
+  /** Every item of a paginated list, page after page (100 a page by default), following `x-next-page`. */
+  paginate<T = unknown>(path: string, query?: Query): AsyncIterable<T>;
+  /** The current access token (for other clients, such as `@gitbeaker/rest`'s `oauthToken`). */
+  token(): Promise<string>;
+}
+
+/** What {@link createGitLabClient} needs. */
+export interface GitLabClientOptions {
+  /** GitLab's base URL (with its sub-path). */
+  gitlabUrl: string;
+  /** The user's access token; `forceRefresh` after GitLab answered 401. */
+  getToken(options: { forceRefresh: boolean }): Promise<string>;
+  fetch?: typeof fetch;
+  /** Per-request timeout in milliseconds (default 10 000). */
+  timeout?: number;
+  /** Longest wait honoured from a `Retry-After` on 429, in milliseconds (default 10 000). */
+  maxRetryAfter?: number;
+  /** Retries after a 429 (default 2). */
+  maxRetries?: number;
+}
+
+function appendQuery(url: URL, query: Query | undefined): void {
+  for (const [name, value] of Object.entries(query ?? {})) {
+    if (value === undefined) continue;
+    if (Array.isArray(value)) for (const item of value) url.searchParams.append(`${name}[]`, String(item));
+    else url.searchParams.set(name, String(value));
+  }
+}
+
+function retryAfterMs(header: string | null, now: number): number | null {
+  if (!header) return null;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? null : Math.max(0, date - now);
+}
+
+async function gitlabMessage(response: Response): Promise<string | null> {
+  try {
+    const text = await response.text();
+    const body = JSON.parse(text) as { message?: unknown; error?: unknown; error_description?: unknown };
+    const message = body.message ?? body.error_description ?? body.error;
+    return typeof message === 'string'
+      ? message.slice(0, 300)
+      : message === undefined
+        ? null
+        : JSON.stringify(message).slice(0, 300);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Creates a GitLab API client. `labgate.gitlab(session)` makes one bound to a session, whose tokens
+ * refresh themselves.
+ *
+ * @example
+ * ```ts
+ * const api = labgate.gitlab(session);
+ * const me = await api.get<{ username: string }>('/user');
+ * for await (const project of api.paginate<{ path_with_namespace: string }>('/projects', { membership: true })) {
+ *   console.log(project.path_with_namespace);
+ * }
+ * ```
+ */
+export function createGitLabClient(options: GitLabClientOptions): GitLabClient {
+  const apiUrl = `${options.gitlabUrl.replace(/\/+$/, '')}/api/v4`;
+  const doFetch = options.fetch ?? globalThis.fetch;
+  const timeout = options.timeout ?? 10_000;
+  const maxRetryAfter = options.maxRetryAfter ?? 10_000;
+  const maxRetries = options.maxRetries ?? 2;
+
+  async function send(method: string, path: string, request: RequestOptions): Promise<Response> {
+    if (!path.startsWith('/'))
+      throw new TypeError(`labgate: GitLab API paths start with "/" (got ${JSON.stringify(path)})`);
+    const url = new URL(`${apiUrl}${path}`);
+    appendQuery(url, request.query);
+    const bare = url.pathname.slice(new URL(apiUrl).pathname.length);
+    let refreshed = false;
+    let retries = 0;
+    for (;;) {
+      const token = await options.getToken({ forceRefresh: refreshed });
+      const headers = new Headers({
+        accept: 'application/json',
+        ...request.headers,
+        authorization: `Bearer ${token}`,
+      });
+      let body: string | undefined;
+      if (request.body !== undefined) {
+        headers.set('content-type', 'application/json');
+        body = JSON.stringify(request.body);
+      }
+      const signal = request.signal
+        ? AbortSignal.any([request.signal, AbortSignal.timeout(timeout)])
+        : AbortSignal.timeout(timeout);
+      let response: Response;
+      try {
+        response = await doFetch(url, {
+          method,
+          headers,
+          signal,
+          redirect: 'manual',
+          ...(body === undefined ? {} : { body }),
+        });
+      } catch (cause) {
+        throw new GitLabApiError({ status: 0, method, path: bare, gitlabMessage: null, cause });
+      }
+      if (response.status === 401 && !refreshed) {
+        // Expired or revoked at GitLab: one refresh, one retry. A second 401 is final.
+        await response.body?.cancel();
+        refreshed = true;
+        continue;
+      }
+      if (response.status === 429 && retries < maxRetries) {
+        const wait = retryAfterMs(response.headers.get('retry-after'), Date.now()) ?? 1000;
+        if (wait <= maxRetryAfter) {
+          await response.body?.cancel();
+          retries++;
+          await new Promise((resolve) => setTimeout(resolve, wait));
+          continue;
+        }
+      }
+      if (!response.ok) {
+        throw new GitLabApiError({
+          status: response.status,
+          method,
+          path: bare,
+          gitlabMessage: await gitlabMessage(response),
+        });
+      }
+      return response;
+    }
+  }
+
+  async function request<T>(method: string, path: string, requestOptions: RequestOptions = {}): Promise<T> {
+    const response = await send(method.toUpperCase(), path, requestOptions);
+    if (response.status === 204) return null as T;
+    const text = await response.text();
+    try {
+      return (text === '' ? null : JSON.parse(text)) as T;
+    } catch (cause) {
+      throw new GitLabApiError({
+        status: response.status,
+        method,
+        path,
+        gitlabMessage: 'the response is not JSON',
+        cause,
+      });
+    }
+  }
+
+  return {
+    apiUrl,
+    request,
+    get: (path, query) => request('GET', path, query ? { query } : {}),
+    async *paginate<T>(path: string, query: Query = {}): AsyncIterable<T> {
+      let page: string | null = String(query['page'] ?? 1);
+      const perPage = query['per_page'] ?? 100;
+      while (page) {
+        const response = await send('GET', path, { query: { ...query, per_page: perPage, page } });
+        const items = (await response.json()) as T[];
+        if (!Array.isArray(items))
+          throw new GitLabApiError({
+            status: response.status,
+            method: 'GET',
+            path,
+            gitlabMessage: 'not a list',
+          });
+        for (const item of items) yield item;
+        // x-next-page is empty on the last page; totals may be absent on large lists.
+        page = response.headers.get('x-next-page') || null;
+      }
+    },
+    token: () => options.getToken({ forceRefresh: false }),
+  };
+}
