@@ -9,6 +9,26 @@
  * ```
  * @packageDocumentation
  */
+
+export {
+  ACCESS_LEVELS,
+  type AccessFacts,
+  type AccessFailure,
+  type AccessLevel,
+  type AccessLevelName,
+  accessLevelOf,
+  type Decision,
+  evaluateAccess,
+  formatRule,
+  needsMemberships,
+  normalisePolicy,
+  type Policy,
+  parsePolicy,
+  parseRule,
+  type Requirement,
+  type Rule,
+  scopesForPolicy,
+} from './access.js';
 export { KeyRing, parseSecrets } from './crypto.js';
 export { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
 export type { LabgateEventHandler, LabgateEventName, LabgateEvents } from './events.js';
