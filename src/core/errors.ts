@@ -58,6 +58,11 @@ export const ERROR_CODES = {
     advice:
       'The sign-in was stopped because the identity could not be verified. Start again; if it keeps failing, check the server clock.',
   },
+  access_forbidden: {
+    status: 403,
+    title: 'Access denied',
+    advice: 'Your GitLab account does not meet this site’s access rules. Ask its administrators for access.',
+  },
   account_unavailable: {
     status: 403,
     title: 'This GitLab account cannot sign in',
@@ -100,13 +105,17 @@ export class LabgateError extends Error {
   /** The stable code. */
   readonly code: LabgateErrorCode;
 
+  /** A sentence safe to show the user (never secrets, never other people's data). */
+  readonly detail: string | undefined;
+
   constructor(
     code: LabgateErrorCode,
     message: string = ERROR_CODES[code].title,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; detail?: string },
   ) {
-    super(message, options);
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
+    this.detail = options?.detail;
   }
 
   /** The HTTP status this error is answered with. */

@@ -133,15 +133,19 @@ export function createGitLabClient(options: GitLabClientOptions): GitLabClient {
     const url = new URL(`${apiUrl}${path}`);
     appendQuery(url, request.query);
     const bare = url.pathname.slice(new URL(apiUrl).pathname.length);
-    let refreshed = false;
+    // The token GitLab answered 401 to. Only that one is refreshed: a call whose 401 arrives after a
+    // concurrent call already refreshed takes the new token instead of refreshing (and, as GitLab
+    // rotates, revoking) it again; a 429 retry after the 401 retry never refreshes.
+    let rejected: string | null = null;
     let retries = 0;
     for (;;) {
-      const token = await options.getToken({ forceRefresh: refreshed });
-      const headers = new Headers({
-        accept: 'application/json',
-        ...request.headers,
-        authorization: `Bearer ${token}`,
-      });
+      let token = await options.getToken({ forceRefresh: false });
+      if (token === rejected) token = await options.getToken({ forceRefresh: true });
+      // Through Headers, so that a caller's `Authorization` or `Accept` in any case replaces ours
+      // instead of being joined to it (`Basic x, Bearer y` would be a 401 and a needless refresh).
+      const headers = new Headers(request.headers);
+      if (!headers.has('accept')) headers.set('accept', 'application/json');
+      headers.set('authorization', `Bearer ${token}`);
       let body: string | undefined;
       if (request.body !== undefined) {
         headers.set('content-type', 'application/json');
@@ -162,10 +166,10 @@ export function createGitLabClient(options: GitLabClientOptions): GitLabClient {
       } catch (cause) {
         throw new GitLabApiError({ status: 0, method, path: bare, gitlabMessage: null, cause });
       }
-      if (response.status === 401 && !refreshed) {
+      if (response.status === 401 && rejected === null) {
         // Expired or revoked at GitLab: one refresh, one retry. A second 401 is final.
         await response.body?.cancel();
-        refreshed = true;
+        rejected = token;
         continue;
       }
       if (response.status === 429 && retries < maxRetries) {

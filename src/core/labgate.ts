@@ -3,17 +3,19 @@
  * every adapter calls on each request.
  */
 import * as oauth from 'oauth4webapi';
+import { type AccessFacts, type AccessFailure, type Decision, evaluateAccess } from './access.js';
 import { KeyRing, parseSecrets, randomToken } from './crypto.js';
 import { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
 import { Emitter, type LabgateEventHandler, type LabgateEventName, type LabgateEvents } from './events.js';
 import { createGitLabClient, type GitLabClient } from './gitlab.js';
+import { fetchAccessFacts, TokenRejected } from './memberships.js';
 import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { errorPage, logoutPage } from './pages.js';
 import { discover, guardFetch, type Provider, syncClock, toLabgateError } from './provider.js';
 import { safeReturnTo } from './redirects.js';
 import { type Session, type SessionInfo, type SessionState, Sessions } from './sessions.js';
 import { checkIdToken, completeSignIn, startSignIn } from './signin.js';
-import { MemoryStore, type Store, type TokenSet } from './store.js';
+import { MemoryStore, type SessionUser, type Store, type TokenSet } from './store.js';
 
 /** What GitLab says of an access token. */
 export interface TokenCheck {
@@ -174,14 +176,17 @@ export function createLabgate(input: LabgateOptions): Labgate {
       code === 'session_required' || route.endsWith('/callback') || route.endsWith('/login')
         ? `${prefix}/login`
         : '/';
-    return new Response(errorPage(code, { again, reference }), {
-      status,
-      headers: {
-        ...PAGE_HEADERS,
-        'content-type': 'text/html; charset=utf-8',
-        'x-labgate-reference': reference,
+    return new Response(
+      errorPage(code, { again, reference, detail: isLabgateError(error) ? error.detail : undefined }),
+      {
+        status,
+        headers: {
+          ...PAGE_HEADERS,
+          'content-type': 'text/html; charset=utf-8',
+          'x-labgate-reference': reference,
+        },
       },
-    });
+    );
   }
 
   /** POST routes must come from the app's own pages (Origin, or Sec-Fetch-Site for browsers that omit it). */
@@ -237,6 +242,8 @@ export function createLabgate(input: LabgateOptions): Labgate {
 
   /** Ends sessions and revokes their GitLab tokens; one of them, or all of the user's. */
   async function signOut(state: SessionState, everywhere: boolean): Promise<void> {
+    // The cached state may hold a pair another instance has rotated since: revoke the live one.
+    if (!everywhere) await sessions.reload(state).catch(() => false);
     const ending = everywhere ? await sessions.tokensOfUser(state) : [state];
     const sealed = await Promise.all(ending.map((s) => sessions.tokens(s).catch(() => null)));
     if (everywhere) await sessions.endAll(state);
@@ -302,6 +309,8 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const headers = new Headers(PAGE_HEADERS);
     try {
       const done = await completeSignIn(ctx, request, (cookie) => headers.append('set-cookie', cookie));
+      const decision = await decideAtSignIn(done.user, done.tokens);
+      done.user.roles = decision.roles;
       // A second GitLab account signed in while a session is open is linked to the same user.
       const current = await stateOf(request).catch(() => null);
       const userId = await storeCall(() =>
@@ -312,6 +321,11 @@ export function createLabgate(input: LabgateOptions): Labgate {
       );
       if (current) await sessions.end(current);
       const { setCookie, state } = await sessions.create(done.user, done.tokens, userId);
+      const now = options.now();
+      await sessions.setAccess(state, { roles: decision.roles, checkedAt: now, okAt: now });
+      await storeCall(() =>
+        store.put(`identity-user:${done.user.issuer} ${done.user.sub}`, userId, options.sessionMaxAge * 1000),
+      );
       headers.append('set-cookie', setCookie);
       headers.set('location', done.returnTo);
       logger.info(
@@ -391,7 +405,153 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const state = await sessions.fromCookieHeader(header);
     if (!state) return null;
     states.set(state.session, state);
+    const checkedAt = state.access?.checkedAt ?? state.session.createdAt;
+    if (options.now() - checkedAt >= options.recheckInterval * 1000 && !(await recheck(state))) return null;
     return state.session;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Access: decided at sign-in, re-checked on an interval and after every token refresh.
+
+  const FAILURE_TEXT: Record<AccessFailure, string> = {
+    active: 'Your GitLab account is not active.',
+    '2fa': 'This site requires two-factor authentication on your GitLab account.',
+    'confirmed-email': 'This site requires a verified email address on your GitLab account.',
+    human: 'Bot accounts cannot sign in here.',
+    internal: 'External GitLab users cannot sign in here.',
+    'no-rule-matched': 'Your GitLab account is not a member of the groups or projects this site admits.',
+    'memberships-unavailable': 'Your GitLab memberships could not be read right now. Try again in a moment.',
+    'invalid-policy': 'This site’s access rules could not be applied.',
+    'invalid-facts': 'This site’s access rules could not be applied.',
+  };
+
+  async function userinfoOk(token: string): Promise<boolean> {
+    const server = await provider();
+    if (!server.server.userinfo_endpoint) return true;
+    const response = await guarded(server.server.userinfo_endpoint, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    await response.body?.cancel();
+    if (response.status === 401 || response.status === 403) return false;
+    if (!response.ok) throw new LabgateError('gitlab_error', `userinfo answered ${response.status}`);
+    return true;
+  }
+
+  function deny(decision: Decision, session: Session | null, user: SessionUser): LabgateError {
+    const failed = decision.failed ?? 'no-rule-matched';
+    events.emit('access.denied', {
+      sessionId: session?.id ?? null,
+      userId: session?.userId ?? null,
+      username: user.username,
+      reason: failed,
+    });
+    return new LabgateError('access_forbidden', `access denied to ${user.username}: ${failed}`, {
+      detail: FAILURE_TEXT[failed],
+    });
+  }
+
+  async function decideAtSignIn(user: SessionUser, tokens: TokenSet): Promise<Decision> {
+    const api = createGitLabClient({
+      gitlabUrl: options.gitlabUrl.href,
+      getToken: async () => tokens.accessToken,
+      fetch: options.fetch,
+      timeout: options.requestTimeout,
+    });
+    let facts: AccessFacts;
+    try {
+      // userinfo answered during the sign-in: the account is active.
+      facts = await fetchAccessFacts({
+        api,
+        user,
+        policy: options.access,
+        scopes: tokens.scope.split(' '),
+        now: options.now(),
+        userinfo: async () => true,
+        fresh: true,
+      });
+    } catch (error) {
+      throw error instanceof TokenRejected
+        ? new LabgateError('account_unavailable', 'GitLab refused the new token')
+        : error;
+    }
+    const decision = evaluateAccess(options.access, facts);
+    if (!decision.allowed) {
+      await revoke(tokens);
+      throw deny(decision, null, user);
+    }
+    return decision;
+  }
+
+  const rechecking = new Map<string, Promise<boolean>>();
+
+  /** Re-checks a session's access; false when the session has ended. Single-flight per session. */
+  function recheck(state: SessionState): Promise<boolean> {
+    let pending = rechecking.get(state.session.id);
+    if (!pending) {
+      pending = recheckNow(state).finally(() => rechecking.delete(state.session.id));
+      rechecking.set(state.session.id, pending);
+    }
+    return pending;
+  }
+
+  async function recheckNow(state: SessionState): Promise<boolean> {
+    const { session } = state;
+    const now = options.now();
+    const okAt = state.access?.okAt ?? session.createdAt;
+    const unreachable = async (): Promise<boolean> => {
+      if (now - okAt > options.accessGracePeriod * 1000) {
+        // GitLab has not answered for longer than the grace period: fail closed.
+        logger.warn(
+          `labgate: access of session ${session.id} could not be re-checked for too long; ending it`,
+        );
+        await endState(state, 'access-lost');
+        return false;
+      }
+      // Keep the last decision, and try again in 30 seconds.
+      await sessions.setAccess(state, {
+        roles: state.access?.roles ?? session.user.roles,
+        checkedAt: now - options.recheckInterval * 1000 + 30_000,
+        okAt,
+      });
+      return true;
+    };
+    let facts: AccessFacts;
+    try {
+      const tokens = await sessions.tokens(state);
+      const api = createGitLabClient({
+        gitlabUrl: options.gitlabUrl.href,
+        getToken: ({ forceRefresh }) => getAccessToken(session, forceRefresh),
+        fetch: options.fetch,
+        timeout: options.requestTimeout,
+      });
+      facts = await fetchAccessFacts({
+        api,
+        user: session.user,
+        policy: options.access,
+        scopes: tokens.scope.split(' '),
+        now,
+        userinfo: async () => userinfoOk(await getAccessToken(session, false)),
+      });
+    } catch (error) {
+      if (error instanceof TokenRejected || (isLabgateError(error) && error.code === 'session_required')) {
+        if (!(isLabgateError(error) && error.code === 'session_required'))
+          await endState(state, 'token-invalid');
+        return false;
+      }
+      if (isLabgateError(error) && error.code === 'store_unavailable') throw error;
+      return unreachable();
+    }
+    // Facts GitLab could not give are not a verdict: keep the last decision for the grace period.
+    if (facts.complete === false) return unreachable();
+    const decision = evaluateAccess(options.access, facts);
+    if (decision.allowed) {
+      await sessions.setAccess(state, { roles: decision.roles, checkedAt: now, okAt: now });
+      return true;
+    }
+    deny(decision, session, session.user);
+    logger.info(`labgate: session ${session.id} lost access (${decision.failed})`);
+    await endState(state, 'access-lost');
+    return false;
   }
 
   const refreshing = new Map<string, Promise<string>>();
@@ -428,12 +588,16 @@ export function createLabgate(input: LabgateOptions): Labgate {
     events.emit('session.ended', { sessionId: state.session.id, userId: state.session.userId, reason });
   }
 
-  const LOCK_TTL_MS = 15_000;
+  // The lock must outlive the slowest refresh its holder may still be doing (discovery, three tries
+  // and a JWKS fetch of up to requestTimeout each, up to 10 s of waits between the tries): expired
+  // early, it lets another process spend the same single-use refresh token, and one gets invalid_grant.
+  const LOCK_TTL_MS = 5 * options.requestTimeout + 15_000;
 
   async function refreshLocked(state: SessionState, seen: TokenSet, force: boolean): Promise<string> {
     const lock = `refresh-lock:${state.session.id}`;
     const owner = randomToken(12);
-    const deadline = options.now() + LOCK_TTL_MS + options.requestTimeout;
+    // How long a request waits on another process's refresh before giving up (the lock lives longer).
+    const deadline = options.now() + 15_000 + options.requestTimeout;
     let wait = 25;
     for (;;) {
       if (await storeCall(() => store.add(lock, owner, LOCK_TTL_MS))) break;
@@ -472,8 +636,9 @@ export function createLabgate(input: LabgateOptions): Labgate {
     let result: oauth.TokenEndpointResponse | undefined;
     let last: unknown;
     for (let attempt = 0; attempt <= RETRY_DELAYS_MS.length && !result; attempt++) {
+      let response: Response | undefined;
       try {
-        const response = await oauth.refreshTokenGrantRequest(
+        response = await oauth.refreshTokenGrantRequest(
           server.server,
           server.client,
           server.clientAuth,
@@ -496,13 +661,20 @@ export function createLabgate(input: LabgateOptions): Labgate {
             cause: error,
           });
         }
-        const status = error instanceof oauth.ResponseBodyError ? error.status : 0;
+        if (response?.ok) {
+          // GitLab took the grant, so the refresh token is spent (and, on current GitLab, the old
+          // access token with it): retrying could only be refused. The answer does not validate.
+          await endState(state, 'token-invalid');
+          throw new LabgateError('session_required', "GitLab's answer to the token refresh is invalid", {
+            cause: toLabgateError(error, 'gitlab_error', 'token refresh'),
+          });
+        }
+        const status = response?.status ?? 0;
         // A 4xx other than 429 will not get better by retrying.
         if (status >= 400 && status < 500 && status !== 429) break;
         if (attempt < RETRY_DELAYS_MS.length) {
-          const retryAfter = Number(
-            error instanceof oauth.ResponseBodyError ? error.response.headers.get('retry-after') : NaN,
-          );
+          // Read from the response: a 429 with a plain-text body is no ResponseBodyError.
+          const retryAfter = Number(response?.headers.get('retry-after') ?? NaN);
           const delay =
             Number.isFinite(retryAfter) && retryAfter > 0
               ? Math.min(retryAfter * 1000, 5000)
@@ -523,7 +695,13 @@ export function createLabgate(input: LabgateOptions): Labgate {
         await endState(state, 'token-invalid');
         throw new LabgateError('session_required', 'the refreshed ID token names another user');
       }
-      await checkIdToken(server, options, result.id_token!, claims, result.access_token);
+      await checkIdToken(server, options, result.id_token!, claims, result.access_token).catch(
+        async (error: unknown) => {
+          // The refresh token is spent: the session cannot go on without the pair just refused.
+          await endState(state, 'token-invalid');
+          throw error;
+        },
+      );
     }
     const next: TokenSet = {
       accessToken: result.access_token,
@@ -533,6 +711,8 @@ export function createLabgate(input: LabgateOptions): Labgate {
     };
     // Stored before it is used: the old refresh token is already dead at GitLab.
     await sessions.updateTokens(state, next);
+    // Access is re-checked at every refresh: the next request of this session asks GitLab again.
+    if (state.access) await sessions.setAccess(state, { ...state.access, checkedAt: 0 });
     events.emit('token.refreshed', {
       sessionId: state.session.id,
       userId: state.session.userId,

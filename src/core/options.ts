@@ -2,6 +2,13 @@
  * labgate's options, their checks at startup (misuse throws `TypeError`), and the environment
  * variables of the public contract (DESIGN.md) read into options.
  */
+import {
+  type NormalisedPolicy,
+  normalisePolicy,
+  type Policy,
+  parsePolicy,
+  scopesForPolicy,
+} from './access.js';
 import type { Store } from './store.js';
 
 /** Where labgate writes what happened. Nothing it logs ever holds a token, secret or code. */
@@ -42,6 +49,16 @@ export interface LabgateOptions {
    * again (default 5, at most 5): the bound on how stale a revocation made by another instance can be.
    */
   sessionCacheTtl?: number;
+  /**
+   * Who may sign in and which roles they get, from GitLab's groups and projects (default: everyone
+   * with an active GitLab account). Strings use the `LABGATE_ALLOW` grammar.
+   * @example `{ allow: ['group:acme/platform>=developer'], require: ['active', '2fa'], roles: { admin: 'group:acme>=maintainer' } }`
+   */
+  access?: Policy;
+  /** Seconds between re-checks of access against GitLab while a session lives (`LABGATE_RECHECK`, default 300). */
+  recheckInterval?: number;
+  /** Seconds a session keeps its last decision while GitLab cannot be reached, then fails closed (default 900). */
+  accessGracePeriod?: number;
   /** Refresh a GitLab access token this many seconds before it expires (default 120). */
   refreshMargin?: number;
   /** Timeout of each request to GitLab in milliseconds (default 10 000). */
@@ -76,6 +93,9 @@ export interface ResolvedOptions {
   sessionIdleTimeout: number;
   touchInterval: number;
   sessionCacheTtl: number;
+  access: NormalisedPolicy;
+  recheckInterval: number;
+  accessGracePeriod: number;
   refreshMargin: number;
   requestTimeout: number;
   maxResponseBytes: number;
@@ -167,6 +187,23 @@ export function resolveOptions(options: LabgateOptions): ResolvedOptions {
   const sessionCacheTtl = options.sessionCacheTtl === undefined ? 5 : options.sessionCacheTtl;
   if (!(sessionCacheTtl >= 0 && sessionCacheTtl <= 5))
     throw new TypeError('labgate: sessionCacheTtl must be between 0 and 5 seconds');
+  const access = normalisePolicy(options.access ?? {});
+  const needed = scopesForPolicy(options.access ?? {});
+  const has = (...any: string[]) => any.some((scope) => scopes.includes(scope));
+  if (needed.includes('read_api') && !has('read_api', 'api')) {
+    throw new TypeError(
+      'labgate: the access policy reads group and project memberships: add the read_api scope (GITLAB_SCOPES)',
+    );
+  }
+  if (
+    access.require.some((r) => r === '2fa' || r === 'human' || r === 'internal') &&
+    !has('read_user', 'read_api', 'api')
+  ) {
+    throw new TypeError(
+      'labgate: requiring 2fa, human or internal reads /api/v4/user: add the read_user scope (GITLAB_SCOPES)',
+    );
+  }
+  if (!scopes.includes('openid')) throw new TypeError('labgate: scopes must include openid');
   const sessionMode = options.sessionMode ?? 'server';
   if (sessionMode !== 'server' && sessionMode !== 'cookie')
     throw new TypeError("labgate: sessionMode must be 'server' or 'cookie'");
@@ -185,6 +222,9 @@ export function resolveOptions(options: LabgateOptions): ResolvedOptions {
     sessionIdleTimeout: positive('sessionIdleTimeout', options.sessionIdleTimeout, 24 * 3600),
     touchInterval: positive('touchInterval', options.touchInterval, 300),
     sessionCacheTtl,
+    access,
+    recheckInterval: positive('recheckInterval', options.recheckInterval, 300),
+    accessGracePeriod: positive('accessGracePeriod', options.accessGracePeriod, 900),
     refreshMargin: positive('refreshMargin', options.refreshMargin, 120),
     requestTimeout: positive('requestTimeout', options.requestTimeout, 10_000),
     maxResponseBytes: positive('maxResponseBytes', options.maxResponseBytes, 512 * 1024),
@@ -195,9 +235,23 @@ export function resolveOptions(options: LabgateOptions): ResolvedOptions {
   };
 }
 
+/** Parses `30s`, `5m`, `1h` or a number of seconds. */
+export function parseDuration(value: string, name: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value);
+  if (!match)
+    throw new TypeError(`labgate: ${name} ${JSON.stringify(value)} is not a duration like 30s, 5m or 1h`);
+  const amount = Number(match[1]);
+  const unit = match[2] ?? 's';
+  const seconds =
+    unit === 'ms' ? amount / 1000 : unit === 'm' ? amount * 60 : unit === 'h' ? amount * 3600 : amount;
+  if (seconds <= 0) throw new TypeError(`labgate: ${name} must be positive`);
+  return seconds;
+}
+
 /**
  * Reads the environment variables of the public contract into options:
- * `GITLAB_URL`, `GITLAB_CLIENT_ID`, `GITLAB_CLIENT_SECRET`, `GITLAB_SCOPES`, `LABGATE_URL`, `LABGATE_SECRET`.
+ * `GITLAB_URL`, `GITLAB_CLIENT_ID`, `GITLAB_CLIENT_SECRET`, `GITLAB_SCOPES`, `LABGATE_URL`, `LABGATE_SECRET`,
+ * `LABGATE_ALLOW`, `LABGATE_REQUIRE`, `LABGATE_RECHECK`.
  * `PORT` gives the default `LABGATE_URL` (`http://localhost:PORT`).
  *
  * @example
@@ -214,5 +268,13 @@ export function optionsFromEnv(env: Record<string, string | undefined>): Labgate
   if (env['GITLAB_URL']) options.gitlabUrl = env['GITLAB_URL'];
   if (env['GITLAB_CLIENT_SECRET']) options.clientSecret = env['GITLAB_CLIENT_SECRET'];
   if (env['GITLAB_SCOPES']) options.scopes = env['GITLAB_SCOPES'];
+  if (env['LABGATE_ALLOW'] || env['LABGATE_REQUIRE']) {
+    options.access = parsePolicy({
+      ...(env['LABGATE_ALLOW'] ? { allow: env['LABGATE_ALLOW'] } : {}),
+      ...(env['LABGATE_REQUIRE'] ? { require: env['LABGATE_REQUIRE'] } : {}),
+    });
+  }
+  if (env['LABGATE_RECHECK'])
+    options.recheckInterval = parseDuration(env['LABGATE_RECHECK'], 'LABGATE_RECHECK');
   return options;
 }

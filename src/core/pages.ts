@@ -30,12 +30,16 @@ ${body}
 }
 
 /** The page for an error code; `again` is where "Start again" leads. */
-export function errorPage(code: LabgateErrorCode, options: { again: string; reference: string }): string {
+export function errorPage(
+  code: LabgateErrorCode,
+  options: { again: string; reference: string; detail?: string | undefined },
+): string {
   const { title, advice } = ERROR_CODES[code];
+  const detail = options.detail ? `<p data-testid="error-detail">${escapeHtml(options.detail)}</p>\n` : '';
   return page(
     title,
     `<h1>${escapeHtml(title)}</h1>
-<p>${escapeHtml(advice)}</p>
+${detail}<p>${escapeHtml(advice)}</p>
 <p><a class="button" href="${escapeHtml(options.again)}">Start again</a></p>
 <p class="code">Error <code>${code}</code> · reference <code>${escapeHtml(options.reference)}</code></p>`,
   );

@@ -79,5 +79,6 @@ export function normaliseProfile(input: {
     external: bool(api['external']),
     twoFactorEnabled: bool(api['two_factor_enabled']),
     groups: groupList(info['groups'] ?? claims['groups_direct']),
+    roles: [],
   };
 }

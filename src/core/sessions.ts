@@ -49,6 +49,17 @@ export interface SessionState {
   session: Session;
   tokens: string;
   idleExpiresAt: number;
+  /** The last access decision, shared by every instance through the store. */
+  access?: AccessState;
+}
+
+/** When access was last checked against GitLab, and with what result. */
+export interface AccessState {
+  roles: string[];
+  /** Epoch ms of the last check (successful or not). */
+  checkedAt: number;
+  /** Epoch ms of the last check that reached GitLab. */
+  okAt: number;
 }
 
 interface CookieSession {
@@ -190,6 +201,13 @@ export class Sessions {
       this.#options.sessionMode === 'cookie'
         ? await this.#openCookie(value, now)
         : await this.#load(value, now);
+    if (state) {
+      const access = await this.#guard(() => this.#store.get(`access:${state.session.id}`));
+      if (access !== null) {
+        state.access = JSON.parse(access) as AccessState;
+        state.session.user = { ...state.session.user, roles: state.access.roles };
+      }
+    }
     if (state && this.#options.sessionCacheTtl > 0) {
       if (this.#cache.size >= CACHE_LIMIT) this.#cache.delete(this.#cache.keys().next().value!);
       this.#cache.set(value, { state, until: now + this.#options.sessionCacheTtl * 1000 });
@@ -278,6 +296,15 @@ export class Sessions {
     if (!record) return false;
     state.tokens = record.tokens;
     return true;
+  }
+
+  /** Records an access decision for every instance to see. */
+  async setAccess(state: SessionState, access: AccessState): Promise<void> {
+    state.access = access;
+    state.session.user = { ...state.session.user, roles: access.roles };
+    const ttl = state.session.expiresAt - this.#options.now();
+    if (ttl > 0)
+      await this.#guard(() => this.#store.put(`access:${state.session.id}`, JSON.stringify(access), ttl));
   }
 
   /** Opens a session's tokens. */

@@ -34,6 +34,8 @@ export interface SessionUser {
   twoFactorEnabled: boolean | null;
   /** Full paths of the user's groups (direct and their subgroups), from userinfo. Never put in a cookie. */
   groups: string[];
+  /** Roles granted by the access policy's role mapping (`roles: { admin: 'group:acme>=maintainer' }`). */
+  roles: string[];
 }
 
 /** The GitLab tokens of a session, stored sealed. */

@@ -22,15 +22,27 @@ export interface OpenStoreOptions {
   now?: () => number;
 }
 
-/** A store URL without its password, for logs. */
+/** A store URL without its password, for logs and error messages. */
 export function describeStore(url: string): string {
+  let parsed: URL | null = null;
   try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.href;
+    parsed = new URL(url);
   } catch {
-    return url.split(':', 1)[0] ?? 'store';
+    // Not a URL: handled below.
   }
+  if (parsed?.host) {
+    if (parsed.password) parsed.password = '***';
+    // `pg` also reads a password from the query string (`?password=`).
+    for (const name of [...parsed.searchParams.keys()]) {
+      if (/pass|secret|token/i.test(name)) parsed.searchParams.set(name, '***');
+    }
+    return parsed.href;
+  }
+  // No authority the parser understood (`postgres:/user:pw@host`, `user:pw@host`): a password may sit
+  // anywhere before the last `@`, so show only the scheme and what follows it.
+  const at = url.lastIndexOf('@');
+  if (at >= 0) return `${url.slice(0, url.indexOf(':') + 1)}***${url.slice(at)}`;
+  return parsed ? url : (url.split(':', 1)[0] ?? 'store');
 }
 
 /**

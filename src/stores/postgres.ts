@@ -47,6 +47,7 @@ class PostgresExecutor implements SqlExecutor {
   async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, options: { lock?: boolean } = {}): Promise<T> {
     if (!this.#owner) return fn(this);
     const client = await this.#owner.connect();
+    let broken: Error | undefined;
     try {
       await client.query('BEGIN');
       if (options.lock) await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
@@ -54,10 +55,13 @@ class PostgresExecutor implements SqlExecutor {
       await client.query('COMMIT');
       return result;
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      await client.query('ROLLBACK').catch((rollback: Error) => {
+        broken = rollback;
+      });
       throw error;
     } finally {
-      client.release();
+      // A connection whose rollback failed is dropped from the pool, not reused.
+      client.release(broken);
     }
   }
 

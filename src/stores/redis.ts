@@ -80,13 +80,17 @@ export class RedisStore implements Store {
   async setSession(record: SessionRecord): Promise<void> {
     const key = this.#key('session', record.id);
     const { idleExpiresAt, ...data } = record;
+    // A replaced session that changes user leaves its old user's index.
+    const previous = await this.#redis.hget(key, 'data');
+    const previousUser = previous ? (JSON.parse(previous) as SessionRecord).userId : record.userId;
     // The sliding expiry is its own field, so a touch never rewrites (and never reverts) the tokens.
-    await this.#redis
+    const transaction = this.#redis
       .multi()
       .hset(key, { data: JSON.stringify(data), idle: String(idleExpiresAt) })
       .pexpire(key, this.#ttl(Math.min(record.expiresAt, idleExpiresAt)))
-      .sadd(this.#key('user-sessions', record.userId), record.id)
-      .exec();
+      .sadd(this.#key('user-sessions', record.userId), record.id);
+    if (previousUser !== record.userId) transaction.srem(this.#key('user-sessions', previousUser), record.id);
+    await transaction.exec();
   }
 
   #toSession(fields: Record<string, string>): SessionRecord | null {
@@ -127,7 +131,7 @@ export class RedisStore implements Store {
     const gone: string[] = [];
     results.forEach(([error, fields], i) => {
       const record = error ? null : this.#toSession(fields as Record<string, string>);
-      if (record) live.push(record);
+      if (record?.userId === userId) live.push(record);
       else gone.push(ids[i]!);
     });
     if (gone.length > 0) await this.#redis.srem(index, ...gone);
@@ -207,7 +211,13 @@ export async function createRedisStore(options: RedisStoreOptions = {}): Promise
   const redis = options.url ? new Client(options.url, settings) : new Client(settings);
   // Connection errors surface as failed commands (503); the client keeps reconnecting.
   redis.on('error', () => undefined);
-  await redis.connect();
+  try {
+    await redis.connect();
+  } catch (error) {
+    // Do not keep reconnecting in the background of a process that is about to fail its start.
+    redis.disconnect();
+    throw new Error(`labgate: Redis is not reachable: ${(error as Error).message}`, { cause: error });
+  }
   return new RedisStore(redis, {
     ...(options.prefix !== undefined ? { prefix: options.prefix } : {}),
     ...(options.now ? { now: options.now } : {}),

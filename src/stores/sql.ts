@@ -117,7 +117,8 @@ export class SqlStore implements Store {
 
   constructor(db: SqlExecutor, now: () => number = Date.now) {
     this.#db = db;
-    this.#now = now;
+    // Times are stored as whole milliseconds (BIGINT in PostgreSQL rejects a fraction).
+    this.#now = () => Math.floor(now());
   }
 
   async #sweep(): Promise<void> {
@@ -134,7 +135,7 @@ export class SqlStore implements Store {
   async put(key: string, value: string, ttlMs: number): Promise<void> {
     await this.#db.run(
       'INSERT INTO labgate_kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at',
-      [key, value, this.#now() + ttlMs],
+      [key, value, this.#now() + Math.ceil(ttlMs)],
     );
     await this.#sweep();
   }
@@ -144,7 +145,7 @@ export class SqlStore implements Store {
     // Inserts, or replaces an expired value; a live value wins and nothing is returned.
     const rows = await this.#db.all(
       'INSERT INTO labgate_kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at WHERE labgate_kv.expires_at <= ? RETURNING key',
-      [key, value, now + ttlMs, now],
+      [key, value, now + Math.ceil(ttlMs), now],
     );
     await this.#sweep();
     return rows.length === 1;
@@ -202,7 +203,12 @@ export class SqlStore implements Store {
   }
 
   async touchSession(id: string, idleExpiresAt: number): Promise<void> {
-    await this.#db.run('UPDATE labgate_sessions SET idle_expires_at = ? WHERE id = ?', [idleExpiresAt, id]);
+    // Only a live session slides: touching one that has ended must not bring it back.
+    const now = this.#now();
+    await this.#db.run(
+      'UPDATE labgate_sessions SET idle_expires_at = ? WHERE id = ? AND expires_at > ? AND idle_expires_at > ?',
+      [idleExpiresAt, id, now, now],
+    );
   }
 
   async deleteSession(id: string): Promise<void> {
@@ -219,7 +225,14 @@ export class SqlStore implements Store {
   }
 
   async deleteUserSessions(userId: string): Promise<number> {
-    return this.#db.run('DELETE FROM labgate_sessions WHERE user_id = ?', [userId]);
+    // Counts the sessions this call ended; rows that had already expired are removed but not counted.
+    const now = this.#now();
+    const rows = await this.#db.all(
+      'DELETE FROM labgate_sessions WHERE user_id = ? RETURNING expires_at, idle_expires_at',
+      [userId],
+    );
+    return rows.filter((row) => Number(row['expires_at']) > now && Number(row['idle_expires_at']) > now)
+      .length;
   }
 
   async upsertIdentity(

@@ -28,9 +28,17 @@ class SqliteExecutor implements SqlExecutor {
   readonly bigint = 'INTEGER';
   readonly #db: Database.Database;
   readonly #statements = new Map<string, Database.Statement>();
-  // better-sqlite3 is synchronous; a transaction that awaits must not let other calls in between.
+  // better-sqlite3 is synchronous; a transaction that awaits must not let other calls in between, so
+  // every call outside a transaction waits its turn in one queue, even while a transaction is open.
   #queue: Promise<unknown> = Promise.resolve();
-  #inTransaction = false;
+  // Inside a transaction (which holds the queue), statements run directly; a nested one joins it.
+  readonly #inside: SqlExecutor = {
+    bigint: this.bigint,
+    all: async (sql, params) => this.#prepare(sql).all(...params) as Row[],
+    run: async (sql, params) => this.#prepare(sql).run(...params).changes,
+    transaction: (fn) => fn(this.#inside),
+    close: async () => undefined,
+  };
 
   constructor(db: Database.Database) {
     this.#db = db;
@@ -46,7 +54,6 @@ class SqliteExecutor implements SqlExecutor {
   }
 
   #serial<T>(run: () => T | Promise<T>): Promise<T> {
-    if (this.#inTransaction) return Promise.resolve().then(run);
     const next = this.#queue.then(run, run);
     this.#queue = next.catch(() => undefined);
     return next;
@@ -63,16 +70,13 @@ class SqliteExecutor implements SqlExecutor {
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>, options: { lock?: boolean } = {}): Promise<T> {
     return this.#serial(async () => {
       this.#db.exec(options.lock ? 'BEGIN IMMEDIATE' : 'BEGIN');
-      this.#inTransaction = true;
       try {
-        const result = await fn(this);
+        const result = await fn(this.#inside);
         this.#db.exec('COMMIT');
         return result;
       } catch (error) {
         if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
         throw error;
-      } finally {
-        this.#inTransaction = false;
       }
     });
   }
@@ -80,6 +84,24 @@ class SqliteExecutor implements SqlExecutor {
   async close(): Promise<void> {
     await this.#queue;
     this.#db.close();
+  }
+}
+
+/**
+ * Switches the database to WAL. Several processes opening a fresh file at once race to switch it, and
+ * SQLite answers the losers SQLITE_BUSY at once, without its busy handler: retry until the busy timeout.
+ */
+async function enableWal(db: Database.Database, busyTimeout: number): Promise<void> {
+  const deadline = Date.now() + busyTimeout;
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (typeof code !== 'string' || !code.startsWith('SQLITE_BUSY') || Date.now() >= deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
+    }
   }
 }
 
@@ -95,13 +117,14 @@ export async function createSqliteStore(options: SqliteStoreOptions): Promise<Sq
   }
   if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
   const db = new Driver(options.path);
-  db.pragma(`busy_timeout = ${options.busyTimeout ?? 5000}`);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
+  const busyTimeout = options.busyTimeout ?? 5000;
   const executor = new SqliteExecutor(db);
   const now = options.now ?? Date.now;
   try {
+    db.pragma(`busy_timeout = ${busyTimeout}`);
+    await enableWal(db, busyTimeout);
+    db.pragma('synchronous = NORMAL');
+    db.pragma('foreign_keys = ON');
     await migrate(executor, now);
   } catch (error) {
     db.close();

@@ -149,7 +149,13 @@ describe('the server-side session', () => {
   });
 
   it('ends after the idle timeout, is extended by use, and ends at the absolute limit (C-13)', async () => {
-    const h = createHarness(gitlab, { sessionIdleTimeout: 3600, touchInterval: 60, sessionMaxAge: 4 * 3600 });
+    // Access re-checks are out of this test's way: it moves labgate's clock only, not GitLab's.
+    const h = createHarness(gitlab, {
+      sessionIdleTimeout: 3600,
+      touchInterval: 60,
+      sessionMaxAge: 4 * 3600,
+      recheckInterval: 24 * 3600,
+    });
     const { cookie } = await signedIn(h);
     h.clock.advance(3000);
     expect(await sessionOf(h.labgate, cookie)).not.toBeNull(); // touched: idle end moves to +6600
@@ -380,7 +386,16 @@ describe('cookie mode', () => {
     const tx = page.headers.getSetCookie()[0]!.split(';')[0]!.split('=')[1]!;
     expect(await sessionOf(h.labgate, `labgate=${tx}`)).toBeNull();
     const ring = await KeyRing.fromSecret(h.secret);
-    const payload = JSON.stringify({ v: 1, id: 'x', user: {}, tokens: '', createdAt: 0, expiresAt: 9e15 });
+    const now = h.clock.now();
+    const payload = JSON.stringify({
+      v: 1,
+      id: 'x',
+      userId: 'u',
+      user: {},
+      tokens: '',
+      createdAt: now,
+      expiresAt: 9e15,
+    });
     expect(await sessionOf(h.labgate, `labgate=${await ring.seal(payload, 'token', 'labgate')}`)).toBeNull();
     expect(await sessionOf(h.labgate, `labgate=${await ring.seal(payload, 'session', 'other')}`)).toBeNull();
     // The same payload sealed for the session purpose and name does open: the purpose is what refused it.
@@ -471,13 +486,20 @@ describe('GitLab tokens', () => {
   });
 
   it('of a blocked user end the session at the next refresh', async () => {
-    const h = createHarness(gitlab);
+    const h = createHarness(gitlab, { recheckInterval: 24 * 3600 });
     const { cookie } = await signedIn(h);
+    const session = (await sessionOf(h.labgate, cookie))!;
     gitlab.control.blockUser('alice');
     await expire(h);
-    await expect(h.labgate.getAccessToken((await sessionOf(h.labgate, cookie))!)).rejects.toMatchObject({
-      code: 'session_required',
-    });
+    await expect(h.labgate.getAccessToken(session)).rejects.toMatchObject({ code: 'session_required' });
+    expect(await sessionOf(h.labgate, cookie)).toBeNull();
+  });
+
+  it('of a blocked user end the session at the next access re-check, without a refresh', async () => {
+    const h = createHarness(gitlab, { recheckInterval: 60 });
+    const { cookie } = await signedIn(h);
+    gitlab.control.blockUser('alice');
+    h.clock.advance(61);
     expect(await sessionOf(h.labgate, cookie)).toBeNull();
   });
 

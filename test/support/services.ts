@@ -128,9 +128,15 @@ export function redis(): Promise<Service> {
         maxRetriesPerRequest: 0,
         retryStrategy: () => null,
       });
-      client.on('error', () => undefined);
+      // ioredis rejects connect() with "Connection is closed."; the cause comes as an error event.
+      let cause: unknown;
+      client.on('error', (error) => {
+        cause ??= error;
+      });
       try {
-        await withTimeout(client.connect(), PROBE_TIMEOUT_MS + 500, 'connect');
+        await withTimeout(client.connect(), PROBE_TIMEOUT_MS + 500, 'connect').catch((error) => {
+          throw cause ?? error;
+        });
         const pong = await withTimeout(client.ping(), PROBE_TIMEOUT_MS, 'PING');
         service.available = pong === 'PONG';
         if (!service.available) service.reason = `PING answered ${pong}`;
@@ -222,7 +228,9 @@ export async function createPgSchema(): Promise<PgSchema> {
         for (const { table_name } of tables.rows) {
           out.push(`# ${table_name}`);
           // Every column cast to text by PostgreSQL itself: what is on disk, not a driver's rendering.
-          const rows = await client.query<{ row: string }>(`SELECT t::text AS row FROM ${schema}.${table_name} t`);
+          const rows = await client.query<{ row: string }>(
+            `SELECT t::text AS row FROM ${schema}.${table_name} t`,
+          );
           for (const { row } of rows.rows) out.push(row);
         }
         return out.join('\n');
@@ -325,7 +333,8 @@ export async function pollUntil(
   const deadline = Date.now() + options.timeoutMs;
   for (;;) {
     if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
     await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 10));
   }
 }

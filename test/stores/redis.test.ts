@@ -1,0 +1,93 @@
+/**
+ * The conformance suite on the Redis store (a fresh key prefix per test), then what is its own: every
+ * key it writes stays under its prefix, and values and sessions carry Redis expiry. Expiry cases wait
+ * on Redis's real clock with a bounded poll. Needs Redis at 127.0.0.1:6379 (see test/support/services.ts).
+ */
+import { expect, it } from 'vitest';
+import { createRedisStore } from '../../src/stores/redis.js';
+import { createRedisPrefix, describeWithService, redis, redisUrl } from '../support/services.js';
+import { storeConformance } from './suite.js';
+
+const service = await redis();
+
+describeWithService(service, 'redis store', () => {
+  storeConformance('redis', async () => {
+    const prefix = createRedisPrefix();
+    const store = await createRedisStore({ url: redisUrl, prefix: prefix.prefix });
+    return {
+      store,
+      now: Date.now,
+      raw: () => prefix.dump(),
+      shared: { kind: 'redis', url: redisUrl, prefix: prefix.prefix },
+      close: async () => {
+        await store.close();
+        await prefix.clean();
+      },
+    };
+  });
+
+  it('keeps every key under its prefix, and values and sessions expire in Redis', async () => {
+    const prefix = createRedisPrefix();
+    const store = await createRedisStore({ url: redisUrl, prefix: prefix.prefix });
+    try {
+      const now = Date.now();
+      await store.put('k', 'v', 60_000);
+      await store.add('lock', '1', 60_000);
+      await store.setSession({
+        id: 's1',
+        secretHash: 'h',
+        userId: 'u1',
+        identity: 'https://gitlab.example.com 1',
+        user: {
+          sub: '1',
+          issuer: 'https://gitlab.example.com',
+          id: 1,
+          username: 'u',
+          name: 'U',
+          email: null,
+          emailVerified: false,
+          avatarUrl: null,
+          webUrl: null,
+          createdAt: null,
+          lastSignInAt: null,
+          state: null,
+          bot: null,
+          external: null,
+          twoFactorEnabled: null,
+          groups: [],
+          roles: [],
+        },
+        tokens: 'sealed',
+        createdAt: now,
+        expiresAt: now + 3_600_000,
+        idleExpiresAt: now + 600_000,
+      });
+      const keys = await prefix.keys();
+      expect(keys.length).toBeGreaterThan(0);
+      for (const key of keys) expect(key.startsWith(prefix.prefix)).toBe(true);
+      const { Redis } = await import('ioredis');
+      const client = new Redis(redisUrl);
+      try {
+        expect(await client.pttl(`${prefix.prefix}kv:k`)).toBeGreaterThan(59_000);
+        expect(await client.pttl(`${prefix.prefix}kv:lock`)).toBeGreaterThan(59_000);
+        // A session lives until the earlier of its two expiries.
+        const ttl = await client.pttl(`${prefix.prefix}session:s1`);
+        expect(ttl).toBeGreaterThan(590_000);
+        expect(ttl).toBeLessThanOrEqual(600_000);
+        await store.touchSession('s1', Date.now() + 1_200_000);
+        expect(await client.pttl(`${prefix.prefix}session:s1`)).toBeGreaterThan(1_190_000);
+      } finally {
+        client.disconnect();
+      }
+    } finally {
+      await store.close();
+      await prefix.clean();
+    }
+  });
+
+  it('fails fast, with the driver error, when the server cannot be reached', async () => {
+    await expect(
+      createRedisStore({ url: 'redis://127.0.0.1:1', redis: { retryStrategy: () => null } }),
+    ).rejects.toThrow(/ECONNREFUSED|connect|Connection/i);
+  });
+});
