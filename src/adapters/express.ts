@@ -16,7 +16,15 @@
  * @packageDocumentation
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Labgate, Session, SessionUser } from '../core/index.js';
+import {
+  accessFailureText,
+  type Labgate,
+  LabgateError,
+  normalisePolicy,
+  type Policy,
+  type Session,
+  type SessionUser,
+} from '../core/index.js';
 import { sendWebResponse, toWebRequest } from './node.js';
 
 /** What labgate puts on each Express request (`req.labgate`). */
@@ -165,5 +173,64 @@ export function requireUser(options: RequireUserOptions = {}): Middleware {
     res.setHeader('www-authenticate', 'Cookie realm="labgate"');
     res.setHeader('cache-control', 'no-store');
     res.end(body);
+  };
+}
+
+function refuse(req: IncomingMessage, res: ServerResponse, auth: Labgate, detail: string): void {
+  const error = new LabgateError('access_forbidden', `access refused: ${detail}`, { detail });
+  sendWebResponse(
+    res,
+    auth.errorResponse(
+      error,
+      new Request(`${auth.options.origin}${req.url ?? '/'}`, {
+        headers: { accept: req.headers.accept ?? '' },
+      }),
+    ),
+  ).catch(() => res.destroy());
+}
+
+/**
+ * Lets through signed-in users who hold a role of the access policy's role mapping
+ * (`access: { roles: { admin: 'group:acme/platform>=maintainer' } }`); others get 403 with a page that
+ * names the missing role, and signed-out users are sent to sign in (or get 401).
+ */
+export function requireRole(role: string, options: RequireUserOptions = {}): Middleware {
+  const signedIn = requireUser(options);
+  return (req, res, next) => {
+    signedIn(req, res, (error?: unknown) => {
+      if (error) return next(error);
+      const ctx = req.labgate!;
+      if (ctx.user!.roles.includes(role)) return next();
+      refuse(req, res, ctx.labgate, `This page needs the role “${role}”.`);
+    });
+  };
+}
+
+/**
+ * Lets through signed-in users who satisfy a rule or policy, checked against GitLab (cached per
+ * session for the re-check interval): `requireAccess('project:acme/app>=developer')`.
+ * The 403 page says which requirement failed, without listing the user's other groups.
+ */
+export function requireAccess(policy: Policy | string, options: RequireUserOptions = {}): Middleware {
+  // A bad rule is a mistake in the app: refuse it when the route is declared, not on a request.
+  normalisePolicy(typeof policy === 'string' ? { allow: [policy] } : policy);
+  const signedIn = requireUser(options);
+  return (req, res, next) => {
+    signedIn(req, res, (error?: unknown) => {
+      if (error) return next(error);
+      const ctx = req.labgate!;
+      ctx.labgate.checkAccess(ctx.session!, policy).then(
+        (decision) => {
+          if (decision.allowed) return next();
+          refuse(req, res, ctx.labgate, accessFailureText(decision.failed));
+        },
+        (failure: unknown) => {
+          sendWebResponse(
+            res,
+            ctx.labgate.errorResponse(failure, new Request(`${ctx.labgate.options.origin}/`)),
+          ).catch(next);
+        },
+      );
+    });
   };
 }

@@ -1173,3 +1173,26 @@ function decide(policy: CompiledPolicy, facts: unknown): Decision {
   }
   return { allowed: true, roles, reasons };
 }
+
+const FAILURE_TEXT: Record<AccessFailure, string> = {
+  active: 'Your GitLab account is not active.',
+  '2fa': 'This requires two-factor authentication on your GitLab account.',
+  'confirmed-email': 'This requires a verified email address on your GitLab account.',
+  human: 'Bot accounts are not admitted.',
+  internal: 'External GitLab users are not admitted.',
+  'no-rule-matched': 'Your GitLab account lacks the group or project membership this requires.',
+  'memberships-unavailable': 'Your GitLab memberships could not be read right now. Try again in a moment.',
+  'invalid-policy': 'The access rules could not be applied.',
+  'invalid-facts': 'The access rules could not be applied.',
+};
+
+/**
+ * A sentence for the person refused: which requirement failed, never the user's other groups.
+ * @example
+ * ```ts
+ * accessFailureText('2fa'); // 'This requires two-factor authentication on your GitLab account.'
+ * ```
+ */
+export function accessFailureText(failed: AccessFailure | undefined): string {
+  return FAILURE_TEXT[failed ?? 'no-rule-matched'];
+}

@@ -16,6 +16,7 @@ export {
   type AccessFailure,
   type AccessLevel,
   type AccessLevelName,
+  accessFailureText,
   accessLevelOf,
   type Decision,
   evaluateAccess,

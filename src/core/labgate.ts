@@ -3,8 +3,15 @@
  * every adapter calls on each request.
  */
 import * as oauth from 'oauth4webapi';
-import { type AccessFacts, type AccessFailure, type Decision, evaluateAccess } from './access.js';
-import { KeyRing, parseSecrets, randomToken } from './crypto.js';
+import {
+  type AccessFacts,
+  accessFailureText,
+  type Decision,
+  evaluateAccess,
+  normalisePolicy,
+  type Policy,
+} from './access.js';
+import { KeyRing, parseSecrets, randomToken, timingSafeEqual } from './crypto.js';
 import { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
 import { Emitter, type LabgateEventHandler, type LabgateEventName, type LabgateEvents } from './events.js';
 import { createGitLabClient, type GitLabClient } from './gitlab.js';
@@ -60,6 +67,16 @@ export interface Labgate {
    * GitLab triggers one refresh and one retry.
    */
   gitlab(session: Session): GitLabClient;
+  /**
+   * Decides a policy (or one rule) for a session from GitLab, on top of the app-wide policy: what
+   * `requireAccess` guards use. Answers are cached per session for `recheckInterval`.
+   * @example
+   * ```ts
+   * const decision = await labgate.checkAccess(session, 'project:acme/app>=maintainer');
+   * if (!decision.allowed) return forbidden(decision.reasons);
+   * ```
+   */
+  checkAccess(session: Session, policy: Policy | string): Promise<Decision>;
   /** Asks GitLab about an access token (`/oauth/token/info`): active, scopes, remaining lifetime. */
   checkToken(accessToken: string): Promise<TokenCheck>;
   /** Spends a refresh token at GitLab and returns the new pair (it rotates: store it at once). */
@@ -94,6 +111,7 @@ const ALLOWED: Record<string, string> = {
   '/logout': 'GET, HEAD, POST',
   '/sessions': 'GET, HEAD, POST',
   '/session': 'GET, HEAD',
+  '/webhooks/gitlab': 'POST',
 };
 const PAGE_HEADERS = { 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' };
 
@@ -364,6 +382,8 @@ export function createLabgate(input: LabgateOptions): Labgate {
         return logout(request);
       case `${prefix}/sessions`:
         return sessionList(request);
+      case `${prefix}/webhooks/gitlab`:
+        return webhook(request);
       case `${prefix}/session`: {
         if (method !== 'GET' && method !== 'HEAD') throw new LabgateError('method_not_allowed');
         const state = await stateOf(request);
@@ -413,18 +433,6 @@ export function createLabgate(input: LabgateOptions): Labgate {
   // ------------------------------------------------------------------------------------------
   // Access: decided at sign-in, re-checked on an interval and after every token refresh.
 
-  const FAILURE_TEXT: Record<AccessFailure, string> = {
-    active: 'Your GitLab account is not active.',
-    '2fa': 'This site requires two-factor authentication on your GitLab account.',
-    'confirmed-email': 'This site requires a verified email address on your GitLab account.',
-    human: 'Bot accounts cannot sign in here.',
-    internal: 'External GitLab users cannot sign in here.',
-    'no-rule-matched': 'Your GitLab account is not a member of the groups or projects this site admits.',
-    'memberships-unavailable': 'Your GitLab memberships could not be read right now. Try again in a moment.',
-    'invalid-policy': 'This site’s access rules could not be applied.',
-    'invalid-facts': 'This site’s access rules could not be applied.',
-  };
-
   async function userinfoOk(token: string): Promise<boolean> {
     const server = await provider();
     if (!server.server.userinfo_endpoint) return true;
@@ -446,7 +454,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
       reason: failed,
     });
     return new LabgateError('access_forbidden', `access denied to ${user.username}: ${failed}`, {
-      detail: FAILURE_TEXT[failed],
+      detail: accessFailureText(failed),
     });
   }
 
@@ -552,6 +560,99 @@ export function createLabgate(input: LabgateOptions): Labgate {
     logger.info(`labgate: session ${session.id} lost access (${decision.failed})`);
     await endState(state, 'access-lost');
     return false;
+  }
+
+  const guardDecisions = new Map<string, { decision: Decision; at: number }>();
+
+  async function checkAccess(session: Session, input: Policy | string): Promise<Decision> {
+    const state = states.get(session);
+    if (!state) throw new TypeError('labgate: checkAccess takes a session returned by getSession');
+    const policy: Policy = typeof input === 'string' ? { allow: [input], require: [] } : input;
+    const normalised = normalisePolicy(policy);
+    const key = `${session.id} ${JSON.stringify(normalised)}`;
+    const now = options.now();
+    const cached = guardDecisions.get(key);
+    if (cached && now - cached.at < options.recheckInterval * 1000) return cached.decision;
+    const tokens = await sessions.tokens(state);
+    const api = createGitLabClient({
+      gitlabUrl: options.gitlabUrl.href,
+      getToken: ({ forceRefresh }) => getAccessToken(session, forceRefresh),
+      fetch: options.fetch,
+      timeout: options.requestTimeout,
+    });
+    let facts: AccessFacts;
+    try {
+      facts = await fetchAccessFacts({
+        api,
+        user: session.user,
+        policy: normalised,
+        scopes: tokens.scope.split(' '),
+        now,
+        userinfo: async () => true,
+        fresh: true,
+      });
+    } catch (error) {
+      if (error instanceof TokenRejected) {
+        await endState(state, 'token-invalid');
+        throw new LabgateError('session_required', 'GitLab refused the token');
+      }
+      throw error;
+    }
+    const decision = evaluateAccess(normalised, facts);
+    if (facts.complete !== false) {
+      if (guardDecisions.size >= 10_000) guardDecisions.delete(guardDecisions.keys().next().value!);
+      guardDecisions.set(key, { decision, at: now });
+    }
+    if (!decision.allowed) deny(decision, session, session.user);
+    return decision;
+  }
+
+  /** `POST /auth/webhooks/gitlab`: a membership or user event re-checks the affected user's sessions now. */
+  async function webhook(request: Request): Promise<Response> {
+    if (!options.webhookSecret) throw new LabgateError('not_found');
+    if (request.method !== 'POST') throw new LabgateError('method_not_allowed');
+    const token = request.headers.get('x-gitlab-token') ?? '';
+    if (!timingSafeEqual(token, options.webhookSecret)) {
+      return Response.json({ error: 'invalid webhook token' }, { status: 401 });
+    }
+    const text = await request.text();
+    if (text.length > 1024 * 1024) return Response.json({ error: 'payload too large' }, { status: 413 });
+    let payload: Record<string, unknown>;
+    try {
+      payload = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      return Response.json({ error: 'payload is not JSON' }, { status: 400 });
+    }
+    const gitlabUserId = typeof payload['user_id'] === 'number' ? payload['user_id'] : null;
+    if (gitlabUserId === null) return Response.json({ rechecked: 0, ignored: true });
+    const server = await provider();
+    const userId = await storeCall(() => store.get(`identity-user:${server.issuer} ${gitlabUserId}`));
+    if (userId === null) return Response.json({ rechecked: 0 });
+    const records = await storeCall(() => store.listSessions(userId));
+    let ended = 0;
+    for (const record of records) {
+      const state: SessionState = {
+        session: {
+          id: record.id,
+          userId: record.userId,
+          user: record.user,
+          createdAt: record.createdAt,
+          expiresAt: record.expiresAt,
+        },
+        tokens: record.tokens,
+        idleExpiresAt: record.idleExpiresAt,
+      };
+      const access = await storeCall(() => store.get(`access:${record.id}`));
+      if (access !== null) state.access = JSON.parse(access) as NonNullable<SessionState['access']>;
+      states.set(state.session, state);
+      for (const key of guardDecisions.keys())
+        if (key.startsWith(`${record.id} `)) guardDecisions.delete(key);
+      if (!(await recheck(state))) ended++;
+    }
+    logger.info(
+      `labgate: webhook ${String(payload['event_name'] ?? payload['object_kind'] ?? 'event')} re-checked ${records.length} session(s), ${ended} ended`,
+    );
+    return Response.json({ rechecked: records.length, ended });
   }
 
   const refreshing = new Map<string, Promise<string>>();
@@ -737,6 +838,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
         timeout: options.requestTimeout,
       });
     },
+    checkAccess,
     async checkToken(accessToken) {
       const response = await guarded(`${options.gitlabUrl.href.replace(/\/+$/, '')}/oauth/token/info`, {
         headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' },

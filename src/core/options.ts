@@ -59,6 +59,12 @@ export interface LabgateOptions {
   recheckInterval?: number;
   /** Seconds a session keeps its last decision while GitLab cannot be reached, then fails closed (default 900). */
   accessGracePeriod?: number;
+  /**
+   * The secret token of GitLab webhooks (group or project member events, system hooks) sent to
+   * `POST /auth/webhooks/gitlab`; each event re-checks the affected user at once. Without it the
+   * route answers 404. (`LABGATE_WEBHOOK_SECRET`)
+   */
+  webhookSecret?: string;
   /** Refresh a GitLab access token this many seconds before it expires (default 120). */
   refreshMargin?: number;
   /** Timeout of each request to GitLab in milliseconds (default 10 000). */
@@ -96,6 +102,7 @@ export interface ResolvedOptions {
   access: NormalisedPolicy;
   recheckInterval: number;
   accessGracePeriod: number;
+  webhookSecret: string | null;
   refreshMargin: number;
   requestTimeout: number;
   maxResponseBytes: number;
@@ -225,6 +232,7 @@ export function resolveOptions(options: LabgateOptions): ResolvedOptions {
     access,
     recheckInterval: positive('recheckInterval', options.recheckInterval, 300),
     accessGracePeriod: positive('accessGracePeriod', options.accessGracePeriod, 900),
+    webhookSecret: options.webhookSecret ? options.webhookSecret : null,
     refreshMargin: positive('refreshMargin', options.refreshMargin, 120),
     requestTimeout: positive('requestTimeout', options.requestTimeout, 10_000),
     maxResponseBytes: positive('maxResponseBytes', options.maxResponseBytes, 512 * 1024),
@@ -274,6 +282,7 @@ export function optionsFromEnv(env: Record<string, string | undefined>): Labgate
       ...(env['LABGATE_REQUIRE'] ? { require: env['LABGATE_REQUIRE'] } : {}),
     });
   }
+  if (env['LABGATE_WEBHOOK_SECRET']) options.webhookSecret = env['LABGATE_WEBHOOK_SECRET'];
   if (env['LABGATE_RECHECK'])
     options.recheckInterval = parseDuration(env['LABGATE_RECHECK'], 'LABGATE_RECHECK');
   return options;
