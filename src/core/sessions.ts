@@ -307,8 +307,13 @@ export class Sessions {
       await this.#guard(() => this.#store.put(`access:${state.session.id}`, JSON.stringify(access), ttl));
   }
 
+  // Opened token sets, per sealed value: a fresh token is then a lookup, not a decryption.
+  readonly #opened = new WeakMap<SessionState, { sealed: string; tokens: TokenSet }>();
+
   /** Opens a session's tokens. */
   async tokens(state: SessionState): Promise<TokenSet> {
+    const known = this.#opened.get(state);
+    if (known && known.sealed === state.tokens) return known.tokens;
     const keys = await this.#keys();
     const opened = await keys.open(state.tokens, 'token', state.session.id);
     if (!opened) {
@@ -317,7 +322,9 @@ export class Sessions {
         'the session tokens cannot be opened with the configured secrets',
       );
     }
-    return JSON.parse(opened.plaintext) as TokenSet;
+    const tokens = JSON.parse(opened.plaintext) as TokenSet;
+    this.#opened.set(state, { sealed: state.tokens, tokens });
+    return tokens;
   }
 
   /** The live sessions of a user (cookie mode keeps no records: only `current` is known). */
