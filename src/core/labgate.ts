@@ -756,7 +756,13 @@ export function createLabgate(input: LabgateOptions): Labgate {
             : error instanceof oauth.WWWAuthenticateChallengeError
               ? error.cause.find((c) => c.parameters['error'])?.parameters['error']
               : undefined;
-        if (code === 'invalid_grant' || code === 'invalid_client') {
+        if (code === 'invalid_client') {
+          // The app's own credentials are wrong: a configuration error, not this user's. Keep sessions.
+          logger.error('labgate: GitLab refused the client credentials during a token refresh: check GITLAB_CLIENT_SECRET');
+          if (tokens.expiresAt > options.now()) return tokens.accessToken;
+          throw new LabgateError('gitlab_error', 'GitLab refused the client credentials', { cause: error });
+        }
+        if (code === 'invalid_grant') {
           await endState(state, 'token-invalid');
           throw new LabgateError('session_required', 'GitLab refused the refresh token; sign in again', {
             cause: error,

@@ -59,7 +59,10 @@ async function startApp(env: Record<string, string>): Promise<AppProcess> {
   child.stderr!.on('data', (chunk) => (output += chunk));
   let nextId = 0;
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`app process not ready in 15 s:\n${output}`)), 15_000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`app process not ready in 15 s:\n${output}`));
+    }, 15_000);
     child.on('message', (message: { ready?: number }) => {
       if (message.ready) {
         clearTimeout(timer);
@@ -199,7 +202,7 @@ beforeEach(() => gitlab.control.reset());
 
 describe.each(cases.map((c) => [c.name, c] as const))('%s', (_name, storeCase) => {
   const body = () => {
-    let apps: AppProcess[] = [];
+    const apps: AppProcess[] = [];
     let cleanup: (() => Promise<void>) | undefined;
 
     afterAll(async () => {
@@ -221,8 +224,13 @@ describe.each(cases.map((c) => [c.name, c] as const))('%s', (_name, storeCase) =
         STORE: store.url,
       };
       // The first opens (and migrates) the store; the others then start together.
-      apps = [await startApp(env)];
-      apps.push(...(await Promise.all(Array.from({ length: PROCESSES - 1 }, () => startApp(env)))));
+      // Each is registered as soon as it runs, so afterAll stops it whatever fails later.
+      apps.push(await startApp(env));
+      await Promise.all(
+        Array.from({ length: PROCESSES - 1 }, async () => {
+          apps.push(await startApp(env));
+        }),
+      );
       const logs = () => apps.map((a, i) => `--- process ${i}\n${a.output()}`).join('\n');
 
       const cookie = await signInThrough(gitlab, apps[0]!);
