@@ -14,7 +14,12 @@ export async function startExampleApp(
 ): Promise<{ server: Server; url: string }> {
   const storeUrl = env['LABGATE_STORE'] ?? DEFAULT_STORE;
   const store = overrides.store ?? (await openStore(storeUrl));
-  const options = { scopes: 'openid profile email read_user read_api', ...optionsFromEnv(env), ...overrides, store };
+  const options = {
+    scopes: 'openid profile email read_user read_api',
+    ...optionsFromEnv(env),
+    ...overrides,
+    store,
+  };
   const auth = createLabgate(options);
   if (!overrides.store) auth.options.logger.info(`labgate example: sessions in ${describeStore(storeUrl)}`);
   const port = Number(env['PORT'] ?? 3000);

@@ -758,7 +758,9 @@ export function createLabgate(input: LabgateOptions): Labgate {
               : undefined;
         if (code === 'invalid_client') {
           // The app's own credentials are wrong: a configuration error, not this user's. Keep sessions.
-          logger.error('labgate: GitLab refused the client credentials during a token refresh: check GITLAB_CLIENT_SECRET');
+          logger.error(
+            'labgate: GitLab refused the client credentials during a token refresh: check GITLAB_CLIENT_SECRET',
+          );
           if (tokens.expiresAt > options.now()) return tokens.accessToken;
           throw new LabgateError('gitlab_error', 'GitLab refused the client credentials', { cause: error });
         }
