@@ -14,7 +14,7 @@ import {
 import { KeyRing, parseSecrets, randomToken, timingSafeEqual } from './crypto.js';
 import { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
 import { Emitter, type LabgateEventHandler, type LabgateEventName, type LabgateEvents } from './events.js';
-import { createGitLabClient, type GitLabClient } from './gitlab.js';
+import { createGitLabClient, type GitLabClient, type GitLabClientOptions } from './gitlab.js';
 import { fetchAccessFacts, TokenRejected } from './memberships.js';
 import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { errorPage, logoutPage } from './pages.js';
@@ -458,13 +458,18 @@ export function createLabgate(input: LabgateOptions): Labgate {
     });
   }
 
-  async function decideAtSignIn(user: SessionUser, tokens: TokenSet): Promise<Decision> {
-    const api = createGitLabClient({
+  /** A GitLab API client on this instance's GitLab, with the given source of tokens. */
+  function apiFor(getToken: GitLabClientOptions['getToken']): GitLabClient {
+    return createGitLabClient({
       gitlabUrl: options.gitlabUrl.href,
-      getToken: async () => tokens.accessToken,
+      getToken,
       fetch: options.fetch,
       timeout: options.requestTimeout,
     });
+  }
+
+  async function decideAtSignIn(user: SessionUser, tokens: TokenSet): Promise<Decision> {
+    const api = apiFor(async () => tokens.accessToken);
     let facts: AccessFacts;
     try {
       // userinfo answered during the sign-in: the account is active.
@@ -526,12 +531,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     let facts: AccessFacts;
     try {
       const tokens = await sessions.tokens(state);
-      const api = createGitLabClient({
-        gitlabUrl: options.gitlabUrl.href,
-        getToken: ({ forceRefresh }) => getAccessToken(session, forceRefresh),
-        fetch: options.fetch,
-        timeout: options.requestTimeout,
-      });
+      const api = apiFor(({ forceRefresh }) => getAccessToken(session, forceRefresh));
       facts = await fetchAccessFacts({
         api,
         user: session.user,
@@ -574,12 +574,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const cached = guardDecisions.get(key);
     if (cached && now - cached.at < options.recheckInterval * 1000) return cached.decision;
     const tokens = await sessions.tokens(state);
-    const api = createGitLabClient({
-      gitlabUrl: options.gitlabUrl.href,
-      getToken: ({ forceRefresh }) => getAccessToken(session, forceRefresh),
-      fetch: options.fetch,
-      timeout: options.requestTimeout,
-    });
+    const api = apiFor(({ forceRefresh }) => getAccessToken(session, forceRefresh));
     let facts: AccessFacts;
     try {
       facts = await fetchAccessFacts({
@@ -839,12 +834,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     gitlab(session) {
       if (!states.has(session))
         throw new TypeError('labgate: gitlab() takes a session returned by getSession');
-      return createGitLabClient({
-        gitlabUrl: options.gitlabUrl.href,
-        getToken: ({ forceRefresh }) => getAccessToken(session, forceRefresh),
-        fetch: options.fetch,
-        timeout: options.requestTimeout,
-      });
+      return apiFor(({ forceRefresh }) => getAccessToken(session, forceRefresh));
     },
     checkAccess,
     async checkToken(accessToken) {
