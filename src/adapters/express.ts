@@ -94,6 +94,13 @@ function webRequest(
   }
 }
 
+/** Whether a request target is one of labgate's routes: its path is `prefix` or starts with `prefix/`. */
+function isOwnRoute(url: string, prefix: string): boolean {
+  if (!url.startsWith(prefix)) return false;
+  const after = url.charCodeAt(prefix.length);
+  return Number.isNaN(after) || after === 47 /* / */ || after === 63 /* ? */;
+}
+
 /**
  * The middleware: answers `/auth/*` (or your prefix), and for every other request looks up the session
  * from the cookie (cached, so nearly free) and sets `req.labgate` before calling `next()`.
@@ -101,11 +108,8 @@ function webRequest(
 export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware {
   const prefix = auth.options.prefix;
   return (req, res, next) => {
-    const path = ((req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/').split(
-      '?',
-      1,
-    )[0]!;
-    if (path === prefix || path.startsWith(`${prefix}/`)) {
+    const url = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+    if (isOwnRoute(url, prefix)) {
       const request = webRequest(auth, req, res, options);
       auth
         .handle(request)
@@ -114,6 +118,13 @@ export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware
           else next();
         })
         .catch(next);
+      return;
+    }
+    // The common request (a session verified moments ago, or no session cookie) goes on at once.
+    const known = auth.getCachedSession(req.headers.cookie);
+    if (known !== undefined) {
+      req.labgate = context(auth, known);
+      next();
       return;
     }
     auth.getSessionFromCookies(req.headers.cookie).then(

@@ -22,6 +22,26 @@ export function parseCookieHeader(header: string | null | undefined): {
   return { cookies, duplicated };
 }
 
+/**
+ * One cookie of a `Cookie` header, read as {@link parseCookieHeader} reads it but without building a
+ * map of them all: its value, `undefined` when it is absent, `null` when the name is there twice.
+ */
+export function readCookie(header: string, name: string): string | null | undefined {
+  let value: string | undefined;
+  let start = 0;
+  while (start < header.length) {
+    let end = header.indexOf(';', start);
+    if (end === -1) end = header.length;
+    const at = header.indexOf('=', start);
+    if (at > start && at < end && header.slice(start, at).trim() === name) {
+      if (value !== undefined) return null;
+      value = header.slice(at + 1, end).trim();
+    }
+    start = end + 1;
+  }
+  return value;
+}
+
 /** Attributes of a cookie labgate sets. */
 export interface CookieOptions {
   maxAge?: number;

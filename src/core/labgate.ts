@@ -48,6 +48,13 @@ export interface Labgate {
   /** The same from a raw `Cookie` header: what adapters call on every request, without building a `Request`. */
   getSessionFromCookies(cookieHeader: string | null | undefined): Promise<Session | null>;
   /**
+   * The session of a raw `Cookie` header when it is known without I/O: null when there is no session
+   * cookie, the session when it was verified within `sessionCacheTtl` seconds; otherwise undefined,
+   * and then {@link getSessionFromCookies} answers. Adapters call it first, so that the common request
+   * goes on synchronously (no promise, no microtask hop before the app runs).
+   */
+  getCachedSession(cookieHeader: string | null | undefined): Session | null | undefined;
+  /**
    * A GitLab access token for the session, refreshed first when it is about to expire (or always,
    * with `forceRefresh`, e.g. after GitLab answered 401 `invalid_token`). Refresh is single-flight
    * in this process and locked across processes through the store. Rejects with `session_required`
@@ -425,8 +432,21 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const state = await sessions.fromCookieHeader(header);
     if (!state) return null;
     states.set(state.session, state);
+    if (recheckDue(state) && !(await recheck(state))) return null;
+    return state.session;
+  }
+
+  function recheckDue(state: SessionState): boolean {
     const checkedAt = state.access?.checkedAt ?? state.session.createdAt;
-    if (options.now() - checkedAt >= options.recheckInterval * 1000 && !(await recheck(state))) return null;
+    return options.now() - checkedAt >= options.recheckInterval * 1000;
+  }
+
+  function cachedSession(header: string | null | undefined): Session | null | undefined {
+    const state = sessions.fromCache(header);
+    // Not cached, or its access re-check is due: only getSessionFromCookies can answer.
+    if (state === undefined || (state !== null && recheckDue(state))) return undefined;
+    if (state === null) return null;
+    states.set(state.session, state);
     return state.session;
   }
 
@@ -829,6 +849,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     handle,
     getSession: (request) => fromCookies(request.headers.get('cookie')),
     getSessionFromCookies: fromCookies,
+    getCachedSession: cachedSession,
     getAccessToken: (session, opts = {}) => getAccessToken(session, opts.forceRefresh === true),
     on: (name, handler) => events.on(name, handler),
     gitlab(session) {

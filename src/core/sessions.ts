@@ -7,7 +7,7 @@
  * check on every request is nearly free; a session ended here leaves the cache at once, one ended by
  * another instance within that bound.
  */
-import { clearCookie, parseCookieHeader, serializeCookie } from './cookies.js';
+import { clearCookie, readCookie, serializeCookie } from './cookies.js';
 import { type KeyRing, randomToken, sha256, timingSafeEqual } from './crypto.js';
 import { LabgateError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
@@ -181,22 +181,43 @@ export class Sessions {
     }
   }
 
+  /** The session cookie's value in a `Cookie` header, or null when there is none that can be used. */
+  #cookieValue(header: string | null | undefined): string | null {
+    if (!header || !header.includes(this.cookieName)) return null;
+    // Sent twice (one tossed in by a sibling domain), the cookie is ambiguous: readCookie says null.
+    const value = readCookie(header, this.cookieName);
+    if (!value || value.length > MAX_COOKIE_BYTES) return null;
+    return value;
+  }
+
+  /** The cached state of a cookie value while it is good; drops it otherwise. */
+  #cached(value: string, now: number): SessionState | undefined {
+    const cached = this.#cache.get(value);
+    if (!cached) return undefined;
+    if (cached.until > now && cached.state.session.expiresAt > now && cached.state.idleExpiresAt > now) {
+      return cached.state;
+    }
+    this.#cache.delete(value);
+    return undefined;
+  }
+
+  /**
+   * What a `Cookie` header says without any I/O: null when it holds no usable session cookie, the state
+   * when its session was verified less than `sessionCacheTtl` seconds ago, undefined when only
+   * {@link fromCookieHeader} can tell. Lets adapters serve the common request synchronously.
+   */
+  fromCache(header: string | null | undefined): SessionState | null | undefined {
+    const value = this.#cookieValue(header);
+    return value === null ? null : this.#cached(value, this.#options.now());
+  }
+
   /** The session of a `Cookie` header, or null. A malformed, forged or expired cookie is simply no session. */
   async fromCookieHeader(header: string | null | undefined): Promise<SessionState | null> {
-    if (!header || !header.includes(this.cookieName)) return null;
-    const { cookies, duplicated } = parseCookieHeader(header);
-    // Two cookies of the same name (one tossed in by a sibling domain) are ambiguous: trust neither.
-    if (duplicated.has(this.cookieName)) return null;
-    const value = cookies.get(this.cookieName);
-    if (!value || value.length > MAX_COOKIE_BYTES) return null;
+    const value = this.#cookieValue(header);
+    if (value === null) return null;
     const now = this.#options.now();
-    const cached = this.#cache.get(value);
-    if (cached) {
-      if (cached.until > now && cached.state.session.expiresAt > now && cached.state.idleExpiresAt > now) {
-        return cached.state;
-      }
-      this.#cache.delete(value);
-    }
+    const cached = this.#cached(value, now);
+    if (cached) return cached;
     const state =
       this.#options.sessionMode === 'cookie'
         ? await this.#openCookie(value, now)
