@@ -393,9 +393,9 @@ export function createLabgate(input: LabgateOptions): Labgate {
         return webhook(request);
       case `${prefix}/session`: {
         if (method !== 'GET' && method !== 'HEAD') throw new LabgateError('method_not_allowed');
-        const state = await stateOf(request);
-        if (!state) throw new LabgateError('session_required');
-        const { session } = state;
+        // Through the same check as getSession: a session whose access is due is re-checked first.
+        const session = await fromCookies(request.headers.get('cookie'));
+        if (!session) throw new LabgateError('session_required');
         return Response.json(
           {
             user: session.user,
@@ -540,10 +540,11 @@ export function createLabgate(input: LabgateOptions): Labgate {
         await endState(state, 'access-lost');
         return false;
       }
-      // Keep the last decision, and try again in 30 seconds.
+      // Keep the last decision, and try again in 30 seconds, or as the grace period ends if sooner.
+      const retryAt = Math.min(now + 30_000, okAt + options.accessGracePeriod * 1000 + 1);
       await sessions.setAccess(state, {
         roles: state.access?.roles ?? session.user.roles,
-        checkedAt: now - options.recheckInterval * 1000 + 30_000,
+        checkedAt: retryAt - options.recheckInterval * 1000,
         okAt,
       });
       return true;

@@ -38,13 +38,24 @@ function rulesOf(policy: NormalisedPolicy): Rule[] {
 
 const lower = (value: string) => value.replace(/[A-Z]/g, (c) => c.toLowerCase());
 
-/** The level of a membership answer, 0 for "not a member" (404). */
+/** A 403 for a token that lacks a scope (`insufficient_scope`), not for the user's lack of access. */
+const SCOPE_REFUSED = /insufficient_scope|higher privileges/i;
+
+/**
+ * The level of a membership answer, 0 for "not a member": 404 (not a member, or the group is not
+ * visible to the user), and 403 (a private group the user can see, as the parent of one of their
+ * subgroups, but has no access to: GitLab's `authorize_read_source_member!`). A 403 for a missing
+ * scope is not an answer about the membership and is thrown.
+ */
 async function memberLevel(api: GitLabClient, path: string): Promise<number> {
   try {
     const member = await api.get<{ access_level?: unknown }>(path);
     return typeof member.access_level === 'number' ? member.access_level : 0;
   } catch (error) {
-    if (error instanceof GitLabApiError && error.status === 404) return 0;
+    if (error instanceof GitLabApiError) {
+      if (error.status === 404) return 0;
+      if (error.status === 403 && !SCOPE_REFUSED.test(error.gitlabMessage ?? '')) return 0;
+    }
     throw error;
   }
 }
@@ -115,7 +126,10 @@ export async function fetchAccessFacts(input: {
     }
   }
 
-  if (needsMemberships(policy)) {
+  // A blocked or deactivated account reaches nothing: GitLab refuses every call its token makes, and
+  // those refusals are an answer (no memberships), not an outage to ride out.
+  const inactive = facts.user.state === 'blocked' || facts.user.state === 'deactivated';
+  if (needsMemberships(policy) && !inactive) {
     if (!scopes.some((s) => API_SCOPES.includes(s))) {
       // Without read_api only the userinfo claim is there: direct groups and their subgroups.
       facts.groups = user.groups.map((fullPath) => ({ fullPath, accessLevel: 10 }));
