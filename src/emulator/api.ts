@@ -1114,32 +1114,23 @@ export function registerApiRoutes(router: Router, env: Env): void {
 
   get('/groups/:id/subgroups', api, (call) => listGroups(call, findGroup(call, call.ctx.params['id'] ?? '')));
 
-  // `members/all` first: the router takes the first pattern that matches.
-  get('/groups/:id/members/all', api, (call) => {
-    const group = findGroup(call, call.ctx.params['id'] ?? '');
-    authorizeGroupMembers(call, group);
-    return membersList(call, groupRecords(call, group, false));
-  });
-
-  get('/groups/:id/members/all/:user_id', api, (call) => {
-    const userId = integerParam(call.ctx, 'user_id');
-    const group = findGroup(call, call.ctx.params['id'] ?? '');
-    authorizeGroupMembers(call, group);
-    return memberOne(call, userId, groupRecords(call, group, false));
-  });
-
-  get('/groups/:id/members', api, (call) => {
-    const group = findGroup(call, call.ctx.params['id'] ?? '');
-    authorizeGroupMembers(call, group);
-    return membersList(call, groupRecords(call, group, true));
-  });
-
-  get('/groups/:id/members/:user_id', api, (call) => {
-    const userId = integerParam(call.ctx, 'user_id');
-    const group = findGroup(call, call.ctx.params['id'] ?? '');
-    authorizeGroupMembers(call, group);
-    return memberOne(call, userId, groupRecords(call, group, true));
-  });
+  // `members/all` first: the router takes the first pattern that matches. `all` counts inherited and
+  // invited members; the plain form only direct ones.
+  for (const [suffix, direct] of [
+    ['/members/all', false],
+    ['/members', true],
+  ] as const) {
+    const records = (call: Call) => {
+      const group = findGroup(call, call.ctx.params['id'] ?? '');
+      authorizeGroupMembers(call, group);
+      return groupRecords(call, group, direct);
+    };
+    get(`/groups/:id${suffix}`, api, (call) => membersList(call, records(call)));
+    get(`/groups/:id${suffix}/:user_id`, api, (call) => {
+      const userId = integerParam(call.ctx, 'user_id');
+      return memberOne(call, userId, records(call));
+    });
+  }
 
   get('/projects', api, (call) => {
     const params = new Params(call.ctx);
@@ -1167,25 +1158,16 @@ export function registerApiRoutes(router: Router, env: Env): void {
     return reply(200, projectEntity(call, project, call.user ? 'single' : 'basic'));
   });
 
-  get('/projects/:id/members/all', api, (call) => {
-    const project = findProject(call, call.ctx.params['id'] ?? '');
-    return membersList(call, projectRecords(call, project, false));
-  });
-
-  get('/projects/:id/members/all/:user_id', api, (call) => {
-    const userId = integerParam(call.ctx, 'user_id');
-    const project = findProject(call, call.ctx.params['id'] ?? '');
-    return memberOne(call, userId, projectRecords(call, project, false));
-  });
-
-  get('/projects/:id/members', api, (call) => {
-    const project = findProject(call, call.ctx.params['id'] ?? '');
-    return membersList(call, projectRecords(call, project, true));
-  });
-
-  get('/projects/:id/members/:user_id', api, (call) => {
-    const userId = integerParam(call.ctx, 'user_id');
-    const project = findProject(call, call.ctx.params['id'] ?? '');
-    return memberOne(call, userId, projectRecords(call, project, true));
-  });
+  for (const [suffix, direct] of [
+    ['/members/all', false],
+    ['/members', true],
+  ] as const) {
+    const records = (call: Call) =>
+      projectRecords(call, findProject(call, call.ctx.params['id'] ?? ''), direct);
+    get(`/projects/:id${suffix}`, api, (call) => membersList(call, records(call)));
+    get(`/projects/:id${suffix}/:user_id`, api, (call) => {
+      const userId = integerParam(call.ctx, 'user_id');
+      return memberOne(call, userId, records(call));
+    });
+  }
 }
