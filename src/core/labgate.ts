@@ -445,9 +445,8 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const state = sessions.fromCache(header);
     // Not cached, or its access re-check is due: only getSessionFromCookies can answer.
     if (state === undefined || (state !== null && recheckDue(state))) return undefined;
-    if (state === null) return null;
-    states.set(state.session, state);
-    return state.session;
+    // A cached state was registered in `states` when it was loaded (fromCookies): no write here.
+    return state === null ? null : state.session;
   }
 
   // ------------------------------------------------------------------------------------------
