@@ -1,0 +1,35 @@
+/**
+ * Contestant 2: labgate/express, imported from the built package (dist/) as users get it.
+ * Server sessions in a MemoryStore; the session cookie is obtained by signing in through the GitLab
+ * emulator (bench/me.mjs does the browser part against this server's real routes).
+ *
+ * env: GITLAB_URL, GITLAB_CLIENT_ID, GITLAB_CLIENT_SECRET, LABGATE_SECRET; LABGATE_DIST to load
+ * another build of dist/ instead of the package (bench/me.mjs --candidate DIR).
+ */
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import express from 'express';
+import { listen, publicUser, ready } from './common.mjs';
+
+const dist = process.env.LABGATE_DIST;
+const from = (path) => pathToFileURL(join(dist, path)).href;
+const { createLabgate, MemoryStore } = await import(dist ? from('core/index.js') : 'labgate');
+const { labgate, requireUser } = await import(dist ? from('adapters/express.js') : 'labgate/express');
+
+const { server, origin } = await listen();
+const auth = createLabgate({
+  gitlabUrl: process.env.GITLAB_URL,
+  clientId: process.env.GITLAB_CLIENT_ID,
+  clientSecret: process.env.GITLAB_CLIENT_SECRET,
+  url: origin,
+  secret: process.env.LABGATE_SECRET,
+  scopes: 'openid profile email read_user',
+  store: new MemoryStore(),
+  logger: false,
+});
+const app = express();
+app.use(labgate(auth));
+// api: true: a request without a session gets 401 JSON whatever its Accept header (wrk sends none).
+app.get('/me', requireUser({ api: true }), (req, res) => res.json(publicUser(req.labgate.user)));
+server.on('request', app);
+ready(server, { origin, cookieName: 'labgate' });
