@@ -76,6 +76,7 @@ const { values: args } = parseArgs({
     'no-write': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     check: { type: 'boolean', default: false },
+    stores: { type: 'boolean', default: false },
   },
 });
 const rounds = positiveInt('rounds', args.rounds, 20);
@@ -144,6 +145,28 @@ if (!args['no-build'] && !labgateDist && !args.ref) {
 }
 
 tmp = mkdtempSync(join(os.tmpdir(), 'labgate-bench-'));
+
+// --stores: labgate on each store of the persistence issue, and express-session on Redis.
+const STORE_CONTESTANTS = [
+  {
+    key: 'sqlite',
+    label: 'labgate/express on SQLite',
+    target: '≥ 0.90',
+    store: () => `sqlite:${join(tmp, 'bench.db')}`,
+  },
+  {
+    key: 'postgres',
+    label: 'labgate/express on PostgreSQL',
+    target: '≥ 0.80',
+    store: () => `postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3Dlg_bench`,
+  },
+  {
+    key: 'redis',
+    label: 'labgate/express on Redis',
+    target: '≥ 0.80',
+    store: () => 'redis://127.0.0.1:6379?prefix=lg_bench:',
+  },
+];
 let refCommit;
 if (args.ref) {
   // The committed sources of REF, compiled as `npm run build` compiles them; packages from this checkout.
@@ -246,6 +269,14 @@ if (args.profile) {
   rmSync(profileDir, { recursive: true, force: true });
   mkdirSync(profileDir, { recursive: true });
 }
+if (args.stores) {
+  // PostgreSQL: the bench's own schema in the `test` database (migrations create the tables in it).
+  const pg = (await import('pg')).default;
+  const client = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/test' });
+  await client.connect();
+  await client.query('CREATE SCHEMA IF NOT EXISTS lg_bench');
+  await client.end();
+}
 const servers = {};
 try {
   const started = await Promise.all([
@@ -254,6 +285,20 @@ try {
     startServer('passport'),
     startServer('authjs'),
     ...(args.shape ? [startServer('shape', { profile: args.profile })] : []),
+    ...(args.stores
+      ? [
+          ...STORE_CONTESTANTS.map((c) =>
+            startServer('labgate', {
+              as: c.key,
+              env: { LABGATE_STORE: c.store(), ...(labgateDist ? { LABGATE_DIST: labgateDist } : {}) },
+            }),
+          ),
+          startServer('passport', {
+            as: 'connectRedis',
+            env: { SESSION_REDIS_URL: 'redis://127.0.0.1:6379' },
+          }),
+        ]
+      : []),
     ...(args['shape-async'] ? [startServer('shape', { as: 'shapeAsync', env: { SHAPE_ASYNC: '1' } })] : []),
     ...(candidateDist
       ? [
@@ -330,6 +375,10 @@ try {
   servers.passport.cookie = await passportCookie(servers.passport);
   servers.authjs.cookie = await authjsCookie(servers.authjs);
   if (servers.candidate) servers.candidate.cookie = await labgateCookie(servers.candidate);
+  if (args.stores) {
+    for (const c of STORE_CONTESTANTS) servers[c.key].cookie = await labgateCookie(servers[c.key]);
+    servers.connectRedis.cookie = await passportCookie(servers.connectRedis);
+  }
   // The anchor gets a Cookie header of the same kind (it ignores it), so every server parses one.
   servers.bare.cookie = servers.labgate.cookie;
   if (servers.shape) servers.shape.cookie = servers.labgate.cookie;
@@ -376,6 +425,14 @@ const contestants = [
   { key: 'passport', label: 'express-session + passport-gitlab2 (MemoryStore)', target: '— (issue: 0.62)' },
   { key: 'authjs', label: '@auth/express (JWT sessions)', target: '— (issue: 0.13)' },
 ];
+if (args.stores) {
+  contestants.push(...STORE_CONTESTANTS.map(({ store: _store, ...c }) => c));
+  contestants.push({
+    key: 'connectRedis',
+    label: 'express-session + connect-redis + passport-gitlab2',
+    target: '—',
+  });
+}
 if (args['shape-async']) {
   contestants.splice(1, 0, {
     key: 'shapeAsync',
@@ -576,7 +633,8 @@ let noisy = 0;
 for (const c of contestants) {
   const runs = samples[c.key];
   const r = ratio(c.key);
-  const verdict = c.key === 'labgate' || c.key === 'candidate' ? (r >= TARGET ? ' ✔' : ' ✘') : '';
+  const goal = /^≥ ([\d.]+)/.exec(c.target);
+  const verdict = goal ? (r >= Number(goal[1]) ? ' ✔' : ' ✘') : '';
   const other = Math.max(...runs.map((x) => x.otherLoad));
   noisy += runs.filter((x) => x.otherLoad > maxOtherLoad).length;
   lines.push(

@@ -15,6 +15,7 @@ const dist = process.env.LABGATE_DIST;
 const from = (path) => pathToFileURL(join(dist, path)).href;
 const { createLabgate, MemoryStore } = await import(dist ? from('core/index.js') : 'labgate');
 const { labgate, requireUser } = await import(dist ? from('adapters/express.js') : 'labgate/express');
+const { openStore } = await import(dist ? from('stores/index.js') : 'labgate/stores');
 
 const { server, origin } = await listen();
 const auth = createLabgate({
@@ -24,7 +25,8 @@ const auth = createLabgate({
   url: origin,
   secret: process.env.LABGATE_SECRET,
   scopes: 'openid profile email read_user',
-  store: new MemoryStore(),
+  // LABGATE_STORE (sqlite:…, postgres://…, redis://…) for the per-store runs; memory otherwise.
+  store: process.env.LABGATE_STORE ? await openStore(process.env.LABGATE_STORE) : new MemoryStore(),
   logger: false,
 });
 const app = express();

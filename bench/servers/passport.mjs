@@ -3,7 +3,10 @@
  * configured, users (de)serialised by id. The session is created by a bench-only route that calls
  * `req.login(user)` once (no GitLab round trip: the OAuth dance is not what is measured).
  *
- * env: GITLAB_URL, GITLAB_CLIENT_ID, GITLAB_CLIENT_SECRET, SESSION_SECRET.
+ * With SESSION_REDIS_URL the sessions live in Redis through connect-redis (the usual multi-instance
+ * setup) instead of express-session's MemoryStore.
+ *
+ * env: GITLAB_URL, GITLAB_CLIENT_ID, GITLAB_CLIENT_SECRET, SESSION_SECRET, SESSION_REDIS_URL.
  */
 import express from 'express';
 import session from 'express-session';
@@ -28,9 +31,19 @@ passport.use(
 passport.serializeUser((user, done) => done(null, user.id));
 passport.deserializeUser((id, done) => done(null, users.get(id) ?? false));
 
+let store;
+if (process.env.SESSION_REDIS_URL) {
+  const { createClient } = await import('redis');
+  const { RedisStore } = await import('connect-redis');
+  const client = createClient({ url: process.env.SESSION_REDIS_URL });
+  await client.connect();
+  store = new RedisStore({ client, prefix: `lg_bench_sess_${process.pid}:` });
+}
+
 const app = express();
 app.use(
   session({
+    ...(store ? { store } : {}),
     secret: process.env.SESSION_SECRET,
     resave: false,
     saveUninitialized: false,
