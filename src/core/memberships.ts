@@ -186,13 +186,13 @@ async function readMemberships(
   const groups = groupFacts.filter((g): g is MembershipFact => g !== null);
 
   if (subgroups) {
-    // The user's groups below a rule's group: their own effective level there may be higher.
+    // The user's groups below a rule's group: their own effective level there may be higher. The
+    // plain list (no min_access_level, which counts direct memberships only) also holds the groups
+    // reached through a share; members/all then gives the level, 0 where there is none.
     const known = new Set(groups.map((g) => lower(g.fullPath)));
     const roots = groups.map((g) => `${lower(g.fullPath)}/`);
     const below: { id: number; full_path: string }[] = [];
-    for await (const group of api.paginate<{ id: number; full_path: string }>('/groups', {
-      min_access_level: 10,
-    })) {
+    for await (const group of api.paginate<{ id: number; full_path: string }>('/groups')) {
       const path = lower(group.full_path);
       if (!known.has(path) && roots.some((root) => path.startsWith(root))) below.push(group);
     }

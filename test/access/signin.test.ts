@@ -262,6 +262,18 @@ describe('shares count as GitLab computes effective access', () => {
     expectNoneOf(capped.body, NAMES_OF['grace']!);
   });
 
+  it('a subgroup reached only through a share counts for a rule on its ancestor', async () => {
+    // grace belongs to nothing under acme herself; partners is invited into acme/platform as developer.
+    await signedIn(harness(gitlab, { access: { allow: ['group:acme>=developer'] } }), 'grace');
+    const exact = await signInAs(
+      harness(gitlab, {
+        access: { allow: [{ group: 'acme', minAccessLevel: 'developer', includeSubgroups: false }] },
+      }),
+      'grace',
+    );
+    expect(exact.status).toBe(403);
+  });
+
   it('a group shared into a project: grace passes project:acme/app>=reporter, not >=developer', async () => {
     await signedIn(harness(gitlab, { access: { allow: ['project:acme/app>=reporter'] } }), 'grace');
     const above = await signInAs(
