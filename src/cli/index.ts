@@ -9,7 +9,8 @@ const HELP = `labgate: Sign in with GitLab, GitLab-based access control, and a G
 
 Usage:
   labgate emulator [options]   Run a GitLab emulator (OAuth, OIDC, API v4) on loopback
-  labgate demo                 Run the demo (for now: the emulator with the demo fixtures)
+  labgate demo                 Run the emulator with the demo fixtures (npm start runs the full demo)
+  labgate secret               Print a new LABGATE_SECRET (32 random bytes, base64url)
   labgate --version
 
 Emulator options:
@@ -127,9 +128,17 @@ async function emulator(args: string[], demo = false): Promise<number> {
   return 0;
 }
 
+async function secret(args: string[]): Promise<number> {
+  if (args.length > 0) return fail('labgate secret takes no arguments');
+  const { randomBytes } = await import('node:crypto');
+  process.stdout.write(`${randomBytes(32).toString('base64url')}\n`);
+  return 0;
+}
+
 const commands: Record<string, Command> = {
   emulator: (args) => emulator(args),
   demo: (args) => emulator(args, true),
+  secret,
 };
 
 async function main(argv: string[]): Promise<number> {

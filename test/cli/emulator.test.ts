@@ -104,3 +104,21 @@ describe('labgate emulator', () => {
     expect(output).toContain('unknown command "emulate"');
   });
 });
+
+describe('labgate secret', () => {
+  it('prints a fresh 32-byte base64url secret that labgate accepts', async () => {
+    const run = () =>
+      new Promise<string>((resolve, reject) => {
+        const child = spawn(process.execPath, [cli, 'secret'], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout!.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+        });
+        child.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`exit ${code}`))));
+      });
+    const [a, b] = await Promise.all([run(), run()]);
+    expect(a).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(a).not.toBe(b);
+    expect(Buffer.from(a, 'base64url')).toHaveLength(32);
+  });
+});
