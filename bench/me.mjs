@@ -210,7 +210,7 @@ writeFileSync(
     compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
   }).outputText,
 );
-const { Browser, formWith, redirectingLink } = await import(pathToFileURL(join(tmp, 'browser.mjs')).href);
+const { Browser } = await import(pathToFileURL(join(tmp, 'browser.mjs')).href);
 const { startEmulator } = await import('labgate/emulator');
 const { encode } = await import('@auth/core/jwt');
 
@@ -329,19 +329,12 @@ async function labgateCookie({ origin, cookieName }) {
   const start = await browser.get(`${origin}/auth/login?returnTo=%2Fme`);
   expectStatus('labgate /auth/login', start, 302);
   const alice = emulator.users.find((u) => u.username === 'alice');
-  const outcome = await browser.signInAndAuthorize({
+  const location = await browser.approveToClient({
     url: emulator.url,
     authorizeUrl: start.location,
     login: alice.username,
     password: alice.password,
   });
-  // GitLab asks for consent the first time; afterwards it redirects, or shows its "Redirecting" page.
-  const location =
-    outcome.kind === 'consent'
-      ? (await browser.submit(formWith(outcome.page, { testId: 'authorization-button' }))).location
-      : outcome.kind === 'redirect'
-        ? outcome.location
-        : redirectingLink(outcome.page);
   const callback = await browser.get(location);
   expectStatus('labgate /auth/callback', callback, 303);
   const cookie = browser.jar.cookies(new URL(origin).hostname).find((c) => c.name === cookieName);

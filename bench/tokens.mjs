@@ -91,7 +91,7 @@ writeFileSync(
     compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
   }).outputText,
 );
-const { Browser, formWith, redirectingLink } = await import(pathToFileURL(join(tmp, 'browser.mjs')).href);
+const { Browser } = await import(pathToFileURL(join(tmp, 'browser.mjs')).href);
 const dist = (path) => import(pathToFileURL(join(root, 'dist', path)).href);
 const { createLabgate, MemoryStore } = await dist('core/index.js');
 const { startEmulator } = await dist('emulator/index.js');
@@ -133,18 +133,12 @@ const browser = new Browser({
 const start = await browser.get(`${APP}/auth/login`);
 if (start.status !== 302) fail(`/auth/login answered ${start.status}`);
 const alice = emulator.users.find((u) => u.username === 'alice');
-const outcome = await browser.signInAndAuthorize({
+const location = await browser.approveToClient({
   url: emulator.url,
   authorizeUrl: start.location,
   login: alice.username,
   password: alice.password,
 });
-const location =
-  outcome.kind === 'consent'
-    ? (await browser.submit(formWith(outcome.page, { testId: 'authorization-button' }))).location
-    : outcome.kind === 'redirect'
-      ? outcome.location
-      : redirectingLink(outcome.page);
 const callback = await browser.get(location);
 if (callback.status !== 303)
   fail(`/auth/callback answered ${callback.status}: ${callback.body.slice(0, 300)}`);

@@ -13,7 +13,7 @@ import { labgate, requireAccess, requireRole } from '../../src/adapters/express.
 import { createLabgate, type Labgate } from '../../src/core/index.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
 import { Clock, testSecret } from '../core/harness.js';
-import { Browser, formWith, totp } from '../emulator/browser.js';
+import { Browser, totp } from '../emulator/browser.js';
 import {
   ALL_SCOPES,
   CAROL_TOTP_SECRET,
@@ -83,19 +83,13 @@ async function signIn(user: string): Promise<Browser> {
   const browser = new Browser();
   const login = await browser.get(`${origin}/auth/login?returnTo=%2F`);
   expect(login.status).toBe(302);
-  const outcome = await browser.signInAndAuthorize({
+  const location = await browser.approveToClient({
     url: gitlab.url,
     authorizeUrl: login.location!,
     login: user,
     password: `${user}-password`,
     ...(user === 'carol' ? { otp: totp(CAROL_TOTP_SECRET, gitlab.control.now().getTime()) } : {}),
   });
-  const location =
-    outcome.kind === 'consent'
-      ? (await browser.submit(formWith(outcome.page, { testId: 'authorization-button' }))).location!
-      : outcome.kind === 'redirect'
-        ? outcome.location
-        : '';
   const callback = await browser.get(location);
   expect(callback.status, callback.body).toBe(303);
   return browser;

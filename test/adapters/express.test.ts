@@ -10,7 +10,7 @@ import { createApp } from '../../examples/express/app.js';
 import { labgate, requireUser } from '../../src/adapters/express.js';
 import { createLabgate, type Labgate, MemoryStore, type Store } from '../../src/core/index.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
-import { Browser, formWith } from '../emulator/browser.js';
+import { Browser } from '../emulator/browser.js';
 
 const SECRET = 'test-secret-test-secret-test-secret-test-secret';
 
@@ -48,18 +48,12 @@ async function signIn(origin: string, path = '/profile', user = 'alice') {
   const start = await browser.get(`${origin}${path}`);
   expect(start.status).toBe(302);
   const login = await browser.get(start.location!);
-  const outcome = await browser.signInAndAuthorize({
+  const location = await browser.approveToClient({
     url: gitlab.url,
     authorizeUrl: login.location!,
     login: user,
     password: `${user}-password`,
   });
-  const location =
-    outcome.kind === 'consent'
-      ? (await browser.submit(formWith(outcome.page, { testId: 'authorization-button' }))).location!
-      : outcome.kind === 'redirect'
-        ? outcome.location
-        : '';
   const callback = await browser.get(location);
   expect(callback.status).toBe(303);
   const page = await browser.get(callback.location!);

@@ -308,6 +308,21 @@ export class Browser {
     }
     throw new Error(`too many redirects from ${options.authorizeUrl}`);
   }
+
+  /**
+   * Does what a user does until GitLab answers the client: signs in, approves the consent page when
+   * GitLab shows one, follows GitLab's "Redirecting" page. Returns the URL GitLab sends the browser to.
+   */
+  async approveToClient(options: SignInOptions): Promise<string> {
+    const outcome = await this.signInAndAuthorize(options);
+    if (outcome.kind === 'redirect') return outcome.location;
+    if (outcome.kind === 'consent') {
+      const approved = await this.submit(formWith(outcome.page, { testId: 'authorization-button' }));
+      if (!approved.location) throw new Error(`approving failed: ${approved.status}`);
+      return approved.location;
+    }
+    return redirectingLink(outcome.page);
+  }
 }
 
 /** The link of GitLab's 200 "Redirecting" page (auto-approval), entities decoded. */

@@ -14,7 +14,7 @@ import { createServer as createHttpServer, request as httpRequest, type Server }
 import { type AddressInfo, createConnection, createServer as createNetServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { RunningEmulator } from '../../src/emulator/index.js';
-import { Browser, formWith, type Page, redirectingLink } from '../emulator/browser.js';
+import { Browser, type Page } from '../emulator/browser.js';
 
 /** The built reference app; `npm run build` makes it (`npm test` builds first). */
 export const SERVER_JS = fileURLToPath(new URL('../../build/examples/express/server.js', import.meta.url));
@@ -353,19 +353,12 @@ export async function authorizeAtGitLab(
   authorizeUrl: string,
   user: string,
 ): Promise<string> {
-  const outcome = await browser.signInAndAuthorize({
+  return browser.approveToClient({
     url: gitlab.url,
     authorizeUrl,
     login: user,
     password: passwordOf(gitlab, user),
   });
-  if (outcome.kind === 'redirect') return outcome.location;
-  if (outcome.kind === 'consent') {
-    const approved = await browser.submit(formWith(outcome.page, { testId: 'authorization-button' }));
-    if (!approved.location) throw new Error(`approving failed: ${approved.status}`);
-    return approved.location;
-  }
-  return redirectingLink(outcome.page);
 }
 
 /** The `labgate=…` pair (ready for a `Cookie` header) a response set, or null. */

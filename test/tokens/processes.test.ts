@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
 import { APP, testSecret } from '../core/harness.js';
-import { Browser, formWith, passwordOf, redirectingLink } from '../emulator/browser.js';
+import { Browser, passwordOf } from '../emulator/browser.js';
 import {
   createPgSchema,
   createRedisPrefix,
@@ -112,21 +112,12 @@ async function signInThrough(gitlab: RunningEmulator, app: AppProcess): Promise<
   });
   const login = await browser.get(`${APP}/auth/login`);
   expect(login.status, login.body).toBe(302);
-  const outcome = await browser.signInAndAuthorize({
+  const callbackUrl = await browser.approveToClient({
     url: gitlab.url,
     authorizeUrl: login.location!,
     login: 'alice',
     password: passwordOf(gitlab, 'alice'),
   });
-  let callbackUrl: string;
-  if (outcome.kind === 'consent') {
-    const answer = await browser.submit(formWith(outcome.page, { testId: 'authorization-button' }));
-    callbackUrl = answer.location!;
-  } else if (outcome.kind === 'redirect') {
-    callbackUrl = outcome.location;
-  } else {
-    callbackUrl = redirectingLink(outcome.page);
-  }
   const callback = await browser.get(callbackUrl);
   expect(callback.status, `${callback.body}\n${app.output()}`).toBe(303);
   const cookie = callback.headers
