@@ -665,7 +665,10 @@ export function createLabgate(input: LabgateOptions): Labgate {
       if (!(await recheck(state))) ended++;
     }
     logger.info(
-      `labgate: webhook ${String(payload['event_name'] ?? payload['object_kind'] ?? 'event')} re-checked ${records.length} session(s), ${ended} ended`,
+      // The event name comes from the payload: only word characters reach the log line.
+      `labgate: webhook ${String(payload['event_name'] ?? payload['object_kind'] ?? 'event')
+        .replace(/[^\w.-]/g, '')
+        .slice(0, 64)} re-checked ${records.length} session(s), ${ended} ended`,
     );
     return Response.json({ rechecked: records.length, ended });
   }

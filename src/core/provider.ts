@@ -8,7 +8,6 @@ import * as oauth from 'oauth4webapi';
 import { fromBase64Url } from './crypto.js';
 import { LabgateError, type LabgateErrorCode } from './errors.js';
 import type { ResolvedOptions } from './options.js';
-import { isLoopbackHost } from './options.js';
 
 /** What every oauth4webapi request of labgate carries. */
 export interface HttpOptions {
@@ -340,9 +339,4 @@ export async function verifyIdTokenSignature(
 /** Aligns oauth4webapi's clock with the injected one before a time-sensitive check. */
 export function syncClock(provider: Provider, now: () => number): void {
   provider.client[oauth.clockSkew] = Math.round((now() - Date.now()) / 1000);
-}
-
-/** Whether the GitLab URL is on loopback (used to relax the https rule for development). */
-export function onLoopback(url: URL): boolean {
-  return isLoopbackHost(url.hostname);
 }
