@@ -21,6 +21,8 @@
  *   --shape      add the anchor with labgate's app shape and no authentication (bench/servers/shape.mjs):
  *                what one more middleware and one more route handler cost in Express itself
  *   --shape-async  the same shape, next() called from a promise continuation (key shapeAsync)
+ *   --shape-parts  each half of the shape alone: only the app.use middleware (key shapeUse), only
+ *                the route guard (key shapeGuard)
  *   --only KEYS  measure only these contestants (comma-separated: labgate, passport, authjs, shape,
  *                candidate; the anchor is always measured); for a quick A/B, not for RESULTS.md
  *   --ref REF    build the labgate of a git commit (git archive REF src | tsc, in a temporary folder) and
@@ -52,6 +54,7 @@ import { dirname, join, resolve as resolvePath } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { callgrindCommand, countInstructions } from './callgrind.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
@@ -66,12 +69,17 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '2' },
     retries: { type: 'string', default: '2' },
     'max-other-load': { type: 'string', default: '0.25' },
-    candidate: { type: 'string' },
+    candidate: { type: 'string', multiple: true },
+    instances: { type: 'string', default: '1' },
+    'head-to-head': { type: 'boolean', default: false },
+    instructions: { type: 'string' },
+    repeats: { type: 'string', default: '3' },
     dist: { type: 'string' },
     ref: { type: 'string' },
     shape: { type: 'boolean', default: false },
     only: { type: 'string' },
     'shape-async': { type: 'boolean', default: false },
+    'shape-parts': { type: 'boolean', default: false },
     'no-build': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
@@ -83,11 +91,17 @@ const rounds = positiveInt('rounds', args.rounds, 20);
 const duration = positiveInt('duration', args.duration, 60);
 const connections = positiveInt('connections', args.connections, 1000);
 const threads = positiveInt('threads', args.threads, 8);
+const instances = positiveInt('instances', args.instances, 5);
+if (args.profile && instances > 1) fail('--profile takes one process per contestant (no --instances)');
 const warmup = positiveInt('warmup', args.warmup, 30, 0);
 const retries = positiveInt('retries', args.retries, 5, 0);
 const maxOtherLoad = Number(args['max-other-load']);
 if (!(maxOtherLoad >= 0)) fail('--max-other-load must be a number of cores ≥ 0');
-const candidateDist = args.candidate ? resolvePath(args.candidate) : undefined;
+// Each --candidate DIR is one more contestant: keys candidate, candidate2, candidate3, …
+const candidates = (args.candidate ?? []).map((dir, i) => ({
+  key: i === 0 ? 'candidate' : `candidate${i + 1}`,
+  dist: resolvePath(dir),
+}));
 let labgateDist = args.dist ? resolvePath(args.dist) : undefined;
 if (args.dist && args.ref) fail('--dist and --ref exclude each other');
 
@@ -127,8 +141,17 @@ process.once('exit', () => {
 process.once('SIGINT', () => fail('interrupted'));
 process.once('SIGTERM', () => fail('terminated'));
 
+const command = `node bench/me.mjs${process.argv.length > 2 ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
 const perRun = duration + 5;
-const budget = (7 * (warmup + 5) + rounds * 7 * perRun * (1 + retries) + 120) * 1000;
+const budget = args.instructions
+  ? 3 * 3600_000 // under valgrind: slow, and bounded by request counts rather than by time
+  : (instances * (9 * (warmup + 5) + 60) + rounds * 10 * perRun * (1 + retries) + 120) * 1000;
 const watchdog = setTimeout(() => fail(`the run took longer than ${budget / 1000} s; stopped`), budget);
 
 // ---------------------------------------------------------------------------------------------
@@ -234,25 +257,41 @@ const serverEnv = {
   ...secrets,
 };
 const profileDir = join(here, 'profiles');
+const callgrindDir = join(here, 'callgrind');
+if (args.instructions) {
+  rmSync(callgrindDir, { recursive: true, force: true });
+  mkdirSync(callgrindDir, { recursive: true });
+}
 
 /** Spawns bench/servers/NAME.mjs and waits for its `READY {json}` line. */
-function startServer(name, { profile = false, as = name, env = {} } = {}) {
+function startServer(name, { profile = false, as = name, env = {}, instance = 0 } = {}) {
   const flags = profile
     ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${as}.cpuprofile`]
     : [];
-  const child = spawn(process.execPath, [...flags, join(here, 'servers', `${name}.mjs`)], {
+  const script = join(here, 'servers', `${name}.mjs`);
+  const processName = instance ? `${as}#${instance + 1}` : as;
+  const [command, commandArgs] = args.instructions
+    ? callgrindCommand(callgrindDir, processName, [script])
+    : [process.execPath, [...flags, script]];
+  const child = spawn(command, commandArgs, {
     cwd: root,
     env: { ...serverEnv, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
   // Passed on, except express-session's warning (in production mode) that MemoryStore is for one process.
-  const known = /MemoryStore is not|designed for a production environment|memory, and will not scale/;
+  // …and valgrind's own lines (==pid== …) under --instructions.
+  const known =
+    /MemoryStore is not|designed for a production environment|memory, and will not scale|^==\d+==/;
   createInterface({ input: child.stderr }).on('line', (line) => {
     if (!known.test(line)) process.stderr.write(`${as}: ${line}\n`);
   });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start within 20 s`)), 20_000);
+    const limit = args.instructions ? 300 : 20; // seconds; node under valgrind starts slowly
+    const timer = setTimeout(
+      () => reject(new Error(`${name} did not start within ${limit} s`)),
+      limit * 1000,
+    );
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
       reject(new Error(`${name} exited before it was ready (${code ?? signal})`));
@@ -260,7 +299,13 @@ function startServer(name, { profile = false, as = name, env = {} } = {}) {
     createInterface({ input: child.stdout }).on('line', (line) => {
       if (!line.startsWith('READY ')) return;
       clearTimeout(timer);
-      resolve({ name: as, child, ...JSON.parse(line.slice(6)) });
+      // key: the contestant; name: this process (the contestant's first instance, or key#2, key#3, …)
+      resolve({
+        key: as,
+        name: processName,
+        child,
+        ...JSON.parse(line.slice(6)),
+      });
     });
   });
 }
@@ -277,40 +322,66 @@ if (args.stores) {
   await client.query('CREATE SCHEMA IF NOT EXISTS lg_bench');
   await client.end();
 }
+/** Each contestant's first process (servers[key]) and all of them (pool[key], --instances of each). */
 const servers = {};
-try {
+const pool = {};
+// With --only, the other contestants' servers are not even started.
+const onlyKeys = args.only ? new Set(['bare', ...args.only.split(',').map((k) => k.trim())]) : null;
+/** Starts a contestant's server unless --only leaves it out (then null). */
+function startWanted(name, options = {}) {
+  return onlyKeys && !onlyKeys.has(options.as ?? name) ? null : startServer(name, options);
+}
+/** One process of every contestant. */
+async function startInstance(instance) {
+  const startServer = startWanted;
+  const labgateEnv = labgateDist ? { LABGATE_DIST: labgateDist } : {};
   const started = await Promise.all([
-    startServer('bare', { profile: args.profile }),
-    startServer('labgate', { profile: args.profile, env: labgateDist ? { LABGATE_DIST: labgateDist } : {} }),
-    startServer('passport'),
-    startServer('authjs'),
-    ...(args.shape ? [startServer('shape', { profile: args.profile })] : []),
+    startServer('bare', { profile: args.profile, instance }),
+    startServer('labgate', { profile: args.profile, env: labgateEnv, instance }),
+    startServer('labgate', {
+      as: 'labgatePrefix',
+      profile: args.profile,
+      env: { ...labgateEnv, BENCH_MOUNT: 'prefix' },
+      instance,
+    }),
+    startServer('passport', { instance }),
+    startServer('authjs', { instance }),
+    ...(args.shape ? [startServer('shape', { profile: args.profile, instance })] : []),
     ...(args.stores
       ? [
           ...STORE_CONTESTANTS.map((c) =>
-            startServer('labgate', {
-              as: c.key,
-              env: { LABGATE_STORE: c.store(), ...(labgateDist ? { LABGATE_DIST: labgateDist } : {}) },
-            }),
+            startServer('labgate', { as: c.key, env: { LABGATE_STORE: c.store(), ...labgateEnv }, instance }),
           ),
           startServer('passport', {
             as: 'connectRedis',
             env: { SESSION_REDIS_URL: 'redis://127.0.0.1:6379' },
+            instance,
           }),
         ]
       : []),
-    ...(args['shape-async'] ? [startServer('shape', { as: 'shapeAsync', env: { SHAPE_ASYNC: '1' } })] : []),
-    ...(candidateDist
+    ...(args['shape-parts']
       ? [
-          startServer('labgate', {
-            as: 'candidate',
-            env: { LABGATE_DIST: candidateDist },
-            profile: args.profile,
-          }),
+          startServer('shape', { as: 'shapeUse', env: { SHAPE_PARTS: 'use' }, instance }),
+          startServer('shape', { as: 'shapeGuard', env: { SHAPE_PARTS: 'guard' }, instance }),
         ]
       : []),
+    ...(args['shape-async']
+      ? [startServer('shape', { as: 'shapeAsync', env: { SHAPE_ASYNC: '1' }, instance })]
+      : []),
+    ...candidates.map(({ key, dist }) =>
+      startServer('labgate', { as: key, env: { LABGATE_DIST: dist }, profile: args.profile, instance }),
+    ),
   ]);
-  for (const server of started) servers[server.name] = server;
+  return started.filter(Boolean);
+}
+try {
+  for (let instance = 0; instance < instances; instance++) {
+    for (const server of await startInstance(instance)) {
+      pool[server.key] ??= [];
+      pool[server.key].push(server);
+    }
+  }
+  for (const [key, list] of Object.entries(pool)) servers[key] = list[0];
 } catch (error) {
   fail(error.message);
 }
@@ -364,18 +435,20 @@ async function authjsCookie({ cookieName }) {
 
 const ALICE = { id: 1, username: 'alice', name: 'Alice Liddell', email: 'alice@acme.test' };
 try {
-  servers.labgate.cookie = await labgateCookie(servers.labgate);
-  servers.passport.cookie = await passportCookie(servers.passport);
-  servers.authjs.cookie = await authjsCookie(servers.authjs);
-  if (servers.candidate) servers.candidate.cookie = await labgateCookie(servers.candidate);
-  if (args.stores) {
-    for (const c of STORE_CONTESTANTS) servers[c.key].cookie = await labgateCookie(servers[c.key]);
-    servers.connectRedis.cookie = await passportCookie(servers.connectRedis);
-  }
-  // The anchor gets a Cookie header of the same kind (it ignores it), so every server parses one.
-  servers.bare.cookie = servers.labgate.cookie;
-  if (servers.shape) servers.shape.cookie = servers.labgate.cookie;
-  if (servers.shapeAsync) servers.shapeAsync.cookie = servers.labgate.cookie;
+  const labgateKeys = ['labgate', 'labgatePrefix', ...candidates.map((c) => c.key)];
+  if (args.stores) labgateKeys.push(...STORE_CONTESTANTS.map((c) => c.key));
+  // Every process has its own sessions (a MemoryStore each), so each signs in on its own.
+  for (const key of labgateKeys)
+    for (const server of pool[key] ?? []) server.cookie = await labgateCookie(server);
+  for (const key of ['passport', ...(args.stores ? ['connectRedis'] : [])])
+    for (const server of pool[key] ?? []) server.cookie = await passportCookie(server);
+  for (const server of pool.authjs ?? []) server.cookie = await authjsCookie(server);
+  // A labgate session cookie (or one of the same length when no labgate server runs).
+  const labgateLike =
+    labgateKeys.map((key) => pool[key]?.[0]?.cookie).find(Boolean) ?? `labgate=${'x'.repeat(120)}`;
+  // The anchors get a Cookie header of the same kind (they ignore it), so every server parses one.
+  for (const key of ['bare', 'shape', 'shapeAsync', 'shapeUse', 'shapeGuard'])
+    for (const server of pool[key] ?? []) server.cookie = labgateLike;
 } catch (error) {
   fail(`getting the session cookies failed: ${error.stack ?? error}`);
 }
@@ -399,20 +472,24 @@ async function verify(server) {
   }
   if (JSON.stringify(user) !== JSON.stringify(ALICE))
     fail(`${server.name}: GET /me returned ${body}, expected ${JSON.stringify(ALICE)}`);
-  if (server.name === 'bare') return;
+  if (server.key === 'bare') return;
   const anonymous = await fetch(url);
   if (anonymous.status !== 401)
     fail(`${server.name}: GET /me without a session answered ${anonymous.status}, expected 401`);
   await anonymous.arrayBuffer();
 }
 
+const build = refCommit ? ` at ${refCommit}` : labgateDist ? `, build in ${relativeTo(labgateDist)}` : '';
 const contestants = [
   { key: 'bare', label: 'bare Express (anchor)', target: 'anchor' },
   {
     key: 'labgate',
-    label: `labgate/express (server sessions, MemoryStore)${
-      refCommit ? ` at ${refCommit}` : labgateDist ? `, build in ${relativeTo(labgateDist)}` : ''
-    }`,
+    label: `labgate/express, \`app.use(labgate(auth))\` + \`requireUser()\` (server sessions, MemoryStore)${build}`,
+    target: `≥ ${TARGET.toFixed(2)}`,
+  },
+  {
+    key: 'labgatePrefix',
+    label: `labgate/express, \`app.use('/auth', labgate(auth))\` + \`requireUser(auth)\` (server sessions, MemoryStore)${build}`,
     target: `≥ ${TARGET.toFixed(2)}`,
   },
   { key: 'passport', label: 'express-session + passport-gitlab2 (MemoryStore)', target: '— (issue: 0.62)' },
@@ -425,6 +502,18 @@ if (args.stores) {
     label: 'express-session + connect-redis + passport-gitlab2',
     target: '—',
   });
+}
+if (args['shape-parts']) {
+  contestants.splice(
+    1,
+    0,
+    { key: 'shapeUse', label: 'bare Express with only an `app.use` middleware (no auth)', target: '—' },
+    {
+      key: 'shapeGuard',
+      label: 'bare Express with only a route guard before the handler (no auth)',
+      target: '—',
+    },
+  );
 }
 if (args['shape-async']) {
   contestants.splice(1, 0, {
@@ -440,13 +529,15 @@ if (args.shape) {
     target: '—',
   });
 }
-if (candidateDist) {
-  contestants.splice(contestants.findIndex((c) => c.key === 'labgate') + 1, 0, {
-    key: 'candidate',
-    label: `labgate/express, other build (${relativeTo(candidateDist)})`,
+contestants.splice(
+  contestants.findIndex((c) => c.key === 'labgate') + 1,
+  0,
+  ...candidates.map(({ key, dist }) => ({
+    key,
+    label: `labgate/express, other build (${relativeTo(dist)})`,
     target: `≥ ${TARGET.toFixed(2)}`,
-  });
-}
+  })),
+);
 function relativeTo(path) {
   return path.startsWith(`${root}/`) ? path.slice(root.length + 1) : path;
 }
@@ -456,8 +547,12 @@ if (args.only) {
   contestants.splice(0, contestants.length, ...contestants.filter((c) => keep.has(c.key)));
 }
 for (const c of contestants) {
-  await verify(servers[c.key]);
+  for (const server of pool[c.key]) await verify(server);
   process.stderr.write(`bench: ${c.key.padEnd(10)} GET /me → ${servers[c.key].response}\n`);
+}
+if (args.instructions) {
+  await instructionsReport();
+  process.exit(0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,7 +591,7 @@ function snapshot(server) {
   };
 }
 
-function wrk(server, seconds) {
+function wrk(server, seconds, cpu = null) {
   const wrkArgs = [
     `-t${threads}`,
     `-c${connections}`,
@@ -509,7 +604,9 @@ function wrk(server, seconds) {
     `${server.origin}/me`,
   ];
   return new Promise((resolve, reject) => {
-    const child = spawn('wrk', wrkArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const [command, commandArgs] =
+      cpu === null ? ['wrk', wrkArgs] : ['taskset', ['-c', cpu, 'wrk', ...wrkArgs]];
+    const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
     children.add(child);
     const kill = setTimeout(() => child.kill('SIGTERM'), (seconds + 10) * 1000);
     let out = '';
@@ -533,50 +630,126 @@ function wrk(server, seconds) {
   });
 }
 
-async function measure(c, seconds) {
-  const server = servers[c.key];
-  let result;
-  const before = snapshot(server);
-  try {
-    result = await wrk(server, seconds);
-  } catch (error) {
-    fail(`${c.key}: ${error.message}`);
-  }
-  const after = snapshot(server);
-  const wallUs = Number(after.at - before.at) / 1000;
-  const serverTicks = after.server - before.server;
-  const otherTicks = after.machine - before.machine - serverTicks - (after.self - before.self);
-  result.cpuPerRequestUs = (serverTicks * TICK_US) / result.requests;
-  result.serverCores = (serverTicks * TICK_US) / wallUs;
-  result.otherLoad = Math.max(0, (otherTicks * TICK_US) / wallUs);
-  server.requests = (server.requests ?? 0) + result.requests;
-  if (result.non2xx > 0) fail(`${c.key}: ${result.non2xx} responses were not 2xx/3xx:\n${result.raw}`);
-  if (result.errors) fail(`${c.key}: socket errors ${result.errors}:\n${result.raw}`);
-  return result;
+const allCpus = `0-${os.availableParallelism() - 1}`;
+/** Sets the CPU affinity of every thread of a process (taskset -a). */
+function pin(pid, cpus) {
+  const done = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { encoding: 'utf8' });
+  if (done.status !== 0) fail(`taskset could not pin process ${pid} to CPU ${cpus}: ${done.stderr}`);
 }
 
-const command = `node bench/me.mjs${process.argv.length > 2 ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
+/**
+ * Loads several contestants at once, each with its own wrk, and reads their CPU from /proc. With
+ * `pinned`, every server runs on CPU 1 and every wrk on CPU 0 for the time of the run, so the servers
+ * share one CPU evenly and each one's req/s is what its work per request allows, whatever the
+ * machine's speed is at that moment.
+ */
+async function measureTogether(entries, seconds, pinned = false) {
+  const list = entries.map(({ c, instance }) => ({ c, server: pool[c.key][instance % pool[c.key].length] }));
+  if (pinned) for (const { server } of list) pin(server.child.pid, '1');
+  try {
+    const before = list.map(({ server }) => snapshot(server));
+    const results = await Promise.all(
+      list.map(({ c, server }) =>
+        wrk(server, seconds, pinned ? '0' : null).catch((error) => fail(`${c.key}: ${error.message}`)),
+      ),
+    );
+    const after = list.map(({ server }) => snapshot(server));
+    const wallUs = Number(after[0].at - before[0].at) / 1000;
+    const serverTicks = list.map((_, i) => after[i].server - before[i].server);
+    const otherTicks =
+      after[0].machine -
+      before[0].machine -
+      serverTicks.reduce((a, b) => a + b, 0) -
+      (after.at(-1).self - before[0].self);
+    return list.map(({ c, server }, i) => {
+      const result = results[i];
+      result.cpuPerRequestUs = (serverTicks[i] * TICK_US) / result.requests;
+      result.serverCores = (serverTicks[i] * TICK_US) / wallUs;
+      result.otherLoad = Math.max(0, (otherTicks * TICK_US) / wallUs);
+      server.requests = (server.requests ?? 0) + result.requests;
+      if (result.non2xx > 0) fail(`${c.key}: ${result.non2xx} responses were not 2xx/3xx:\n${result.raw}`);
+      if (result.errors) fail(`${c.key}: socket errors ${result.errors}:\n${result.raw}`);
+      return result;
+    });
+  } finally {
+    if (pinned) for (const { server } of list) pin(server.child.pid, allCpus);
+  }
+}
+
+async function measure(c, seconds, instance = 0) {
+  return (await measureTogether([{ c, instance }], seconds))[0];
+}
+
 const wrkCommand = `wrk -t${threads} -c${connections} -d${duration}s --timeout 2s --latency -H 'Cookie: <session>' http://127.0.0.1:<port>/me`;
 process.stderr.write(`bench: ${wrkCommand}\n`);
 if (warmup > 0) {
   process.stderr.write(`bench: warm-up ${warmup} s each\n`);
-  for (const c of contestants) await measure(c, warmup);
+  for (let instance = 0; instance < instances; instance++)
+    for (const c of contestants) await measure(c, warmup, instance);
 }
-const samples = Object.fromEntries(contestants.map((c) => [c.key, []]));
-for (let round = 1; round <= rounds; round++) {
-  for (const c of contestants) {
-    let result;
-    for (let attempt = 0; attempt <= retries; attempt++) {
-      result = await measure(c, duration);
+
+/**
+ * One measured run of a contestant (or, head to head, of the anchor and a contestant together),
+ * measured again (at most --retries times) while other processes load the machine.
+ */
+async function run(group, round, instance) {
+  let results;
+  for (let attempt = 0; attempt <= retries; attempt++) {
+    results = await measureTogether(
+      group.map((c) => ({ c, instance })),
+      duration,
+      group.length > 1,
+    );
+    const otherLoad = results[0].otherLoad;
+    for (const [i, result] of results.entries()) {
+      const name = pool[group[i].key][instance % pool[group[i].key].length].name;
       process.stderr.write(
-        `bench: round ${round}/${rounds} ${c.key.padEnd(9)} ${result.rps.toFixed(0).padStart(7)} req/s  ` +
+        `bench: round ${round}/${rounds} ${name.padEnd(11)} ${result.rps.toFixed(0).padStart(7)} req/s  ` +
           `p50 ${result.p50.padStart(7)}  p99 ${result.p99.padStart(8)}  server ${result.cpuPerRequestUs.toFixed(0)} µs/req ` +
-          `(${result.serverCores.toFixed(2)} cores)  other load ${result.otherLoad.toFixed(2)} cores` +
-          `${result.otherLoad > maxOtherLoad ? (attempt < retries ? ' - noisy, again' : ' - noisy, kept') : ''}\n`,
+          `(${result.serverCores.toFixed(2)} cores)  other load ${otherLoad.toFixed(2)} cores` +
+          `${otherLoad > maxOtherLoad ? (attempt < retries ? ' - noisy, again' : ' - noisy, kept') : ''}\n`,
       );
-      if (result.otherLoad <= maxOtherLoad) break;
     }
-    samples[c.key].push(result);
+    if (otherLoad <= maxOtherLoad) break;
+  }
+  return results;
+}
+
+const anchor = contestants.find((c) => c.key === 'bare');
+const others = contestants.filter((c) => c !== anchor);
+const samples = Object.fromEntries(contestants.map((c) => [c.key, []]));
+// Round r uses process r mod --instances of every contestant, so one process's luck (memory
+// layout, JIT) does not decide a ratio. The other contestants' order rotates from round to round.
+const orderOf = (round) => {
+  const shift = (round - 1) % Math.max(1, others.length);
+  return [...others.slice(shift), ...others.slice(0, shift)];
+};
+if (args['head-to-head']) {
+  // Each contestant runs at the same time as the anchor, both servers sharing CPU 1 (the wrks on
+  // CPU 0): the machine's speed at that moment is the same for both, and cancels in their ratio.
+  for (let round = 1; round <= rounds; round++) {
+    for (const c of orderOf(round)) {
+      const [base, result] = await run([anchor, c], round, (round - 1) % instances);
+      result.paired = base;
+      samples.bare.push(base);
+      samples[c.key].push(result);
+    }
+  }
+} else {
+  // The anchor opens every round and closes the last one; the others run one at a time between.
+  // Each of their runs is compared with the anchor's value interpolated between the two anchor
+  // runs around it (a paired ratio): slow drifts in the speed of a shared machine cancel out
+  // instead of landing on whichever contestant ran in a slow minute.
+  samples.bare.push((await run([anchor], 1, 0))[0]);
+  for (let round = 1; round <= rounds; round++) {
+    const order = orderOf(round);
+    for (const [index, c] of order.entries()) {
+      const [result] = await run([c], round, (round - 1) % instances);
+      // Where the run sits between the round's two anchor runs (0 = the opening one, 1 = the closing one).
+      result.between = { round, at: (index + 1) / (order.length + 1) };
+      samples[c.key].push(result);
+    }
+    samples.bare.push((await run([anchor], round, round % instances))[0]);
   }
 }
 // Still the same signed-in users after the load (no session expired or was rotated away).
@@ -585,19 +758,51 @@ if (args.only) {
   for (const key of keep) if (!contestants.some((c) => c.key === key)) fail(`--only: no contestant ${key}`);
   contestants.splice(0, contestants.length, ...contestants.filter((c) => keep.has(c.key)));
 }
-for (const c of contestants) await verify(servers[c.key]);
+for (const c of contestants) for (const server of pool[c.key]) await verify(server);
 
 // ---------------------------------------------------------------------------------------------
 // Report
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const medians = Object.fromEntries(contestants.map((c) => [c.key, median(samples[c.key].map((r) => r.rps))]));
-const anchor = medians.bare;
-const ratio = (key) => medians[key] / anchor;
+
+/**
+ * The anchor's value at a run: its own run beside it (head to head), or the value interpolated
+ * between the anchor runs that open and close its round.
+ */
+function anchorAt(run, field) {
+  if (run.paired) return run.paired[field];
+  const { round, at } = run.between;
+  const before = samples.bare[round - 1][field];
+  const after = samples.bare[round][field];
+  return before + (after - before) * at;
+}
+/** Per-run paired ratios to the anchor: req/s over the anchor's, and the anchor's CPU/request over this one's. */
+function pairedRatios(key, field = 'rps') {
+  if (key === 'bare') return samples.bare.map(() => 1);
+  return samples[key].map((r) =>
+    field === 'rps' ? r.rps / anchorAt(r, 'rps') : anchorAt(r, field) / r[field],
+  );
+}
+const ratio = (key) => median(pairedRatios(key));
+
+/**
+ * A distribution-free 95 % confidence interval of a median: the order statistics x(k) and x(n+1-k),
+ * k the largest with P(Binomial(n, 1/2) < k) ≤ 2.5 %; null below 6 values (no such k).
+ */
+function medianInterval(values) {
+  const s = [...values].sort((a, b) => a - b);
+  const n = s.length;
+  let below = 0; // P(Binomial(n, 1/2) ≤ k - 1), built up term by term
+  let k = 0;
+  let term = 0.5 ** n; // C(n, 0) / 2^n
+  for (let i = 0; i < n; i++) {
+    if (below + term > 0.025) break;
+    below += term;
+    k = i + 1;
+    term = (term * (n - i)) / (i + 1);
+  }
+  return k === 0 ? null : [s[k - 1], s[n - k]];
+}
 
 const version = (name) => {
   try {
@@ -612,34 +817,47 @@ const dirty = git('status', '--porcelain', '--', 'src').length > 0;
 const lines = [];
 lines.push(`Command: \`${command}\``);
 lines.push(
-  `Load: \`${wrkCommand}\`, ${rounds} interleaved rounds after a ${warmup} s warm-up each; median per contestant.`,
+  `Load: \`${wrkCommand}\`, ${rounds} rounds after a ${warmup} s warm-up of each process; ` +
+    `${instances} process${instances > 1 ? 'es' : ''} per contestant, round r on process r mod ${instances}. ` +
+    'Every round opens and closes with the anchor, the others run between in a rotating order; ' +
+    'a run’s ratio is to the anchor interpolated between the two anchor runs around it (paired), ' +
+    'the table shows the median of those ratios and its 95 % confidence interval (order statistics).',
 );
 lines.push('');
 lines.push(
-  '| contestant | req/s (median) | rounds (req/s) | ratio to bare Express | target | server CPU µs/req (median) | ratio by CPU/req | other load (max, cores) |',
+  '| contestant | req/s (median) | runs (req/s) | ratio to bare Express (median of paired) | 95 % CI of the ratio | target | server CPU µs/req (median) | ratio by CPU/req (paired) | other load (max, cores) |',
 );
-lines.push('|---|---:|---|---:|---|---:|---:|---:|');
+lines.push('|---|---:|---|---:|---:|---|---:|---:|---:|');
 const cpu = Object.fromEntries(
   contestants.map((c) => [c.key, median(samples[c.key].map((r) => r.cpuPerRequestUs))]),
 );
+/** ✔ when the whole interval is at or above the target, ✘ when all of it is below, otherwise "not shown". */
+function verdictOf(c) {
+  const goal = /^≥ ([\d.]+)/.exec(c.target);
+  if (!goal) return '';
+  const interval = medianInterval(pairedRatios(c.key));
+  const [low, high] = interval ?? [ratio(c.key), ratio(c.key)];
+  if (low >= Number(goal[1])) return ' ✔';
+  if (high < Number(goal[1])) return ' ✘';
+  return ' (not shown: the interval holds it)';
+}
 let noisy = 0;
 for (const c of contestants) {
   const runs = samples[c.key];
-  const r = ratio(c.key);
-  const goal = /^≥ ([\d.]+)/.exec(c.target);
-  const verdict = goal ? (r >= Number(goal[1]) ? ' ✔' : ' ✘') : '';
+  const interval = c.key === 'bare' ? null : medianInterval(pairedRatios(c.key));
   const other = Math.max(...runs.map((x) => x.otherLoad));
   noisy += runs.filter((x) => x.otherLoad > maxOtherLoad).length;
   lines.push(
     `| ${c.label} | ${medians[c.key].toFixed(0)} | ${runs.map((x) => x.rps.toFixed(0)).join(', ')} | ` +
-      `${r.toFixed(2)} | ${c.target}${verdict} | ${cpu[c.key].toFixed(0)} | ${(cpu.bare / cpu[c.key]).toFixed(2)} | ` +
+      `${ratio(c.key).toFixed(2)} | ${interval ? `${interval[0].toFixed(2)}–${interval[1].toFixed(2)}` : '—'} | ` +
+      `${c.target}${verdictOf(c)} | ${cpu[c.key].toFixed(0)} | ${median(pairedRatios(c.key, 'cpuPerRequestUs')).toFixed(2)} | ` +
       `${other.toFixed(2)}${other > maxOtherLoad ? ' (noisy)' : ''} |`,
   );
 }
 if (noisy > 0) {
   lines.push('');
   lines.push(
-    `${noisy} of ${rounds * contestants.length} runs had other processes using more than ${maxOtherLoad} cores ` +
+    `${noisy} of ${rounds * contestants.length + 1} runs had other processes using more than ${maxOtherLoad} cores ` +
       `even after ${retries} retries: the req/s of those runs understate what the server can do.`,
   );
 }
@@ -687,7 +905,9 @@ ${lines.join('\n')}
 }
 
 clearTimeout(watchdog);
-const profiled = ['bare', 'shape', 'labgate', 'candidate'].map((k) => servers[k]).filter(Boolean);
+const profiled = ['bare', 'shape', 'labgate', ...candidates.map((c) => c.key)]
+  .map((k) => servers[k])
+  .filter(Boolean);
 cleanup();
 if (args.profile) {
   await Promise.all(
@@ -708,9 +928,49 @@ if (args.profile) {
     );
   }
 }
-if (args.check && (ratio('labgate') < TARGET || noisy > 0)) {
+if (args.check && (verdictOf(contestants.find((c) => c.key === 'labgate')) !== ' ✔' || noisy > 0)) {
   process.stderr.write(
     `bench: labgate/express is at ${ratio('labgate').toFixed(2)} of bare Express (target ${TARGET})${noisy ? `; ${noisy} noisy runs` : ''}\n`,
   );
   process.exit(1);
+}
+
+/**
+ * --instructions N: the servers ran under callgrind; count each one's instructions per request over
+ * N requests (--repeats times, after a warm-up of 5 N) and print them as ratios to the anchor.
+ */
+async function instructionsReport() {
+  const requests = positiveInt('instructions', args.instructions, 1_000_000, 100);
+  const repeats = positiveInt('repeats', args.repeats, 20);
+  const measured = contestants.map((c) => servers[c.key]);
+  const counts = await countInstructions({
+    servers: measured,
+    dir: callgrindDir,
+    requests,
+    warmup: 5 * requests,
+    repeats,
+    concurrency: 10,
+    log: (line) => process.stderr.write(`bench: ${line}\n`),
+  });
+  const perRequest = Object.fromEntries(contestants.map((c) => [c.key, median(counts[servers[c.key].name])]));
+  const out = [
+    `Command: \`${command}\``,
+    `Each server under \`valgrind --tool=callgrind\`, counting on for ${requests} requests at a time (10 keep-alive connections), after a warm-up of ${5 * requests}; median of ${repeats} repeats.`,
+    '',
+    '| contestant | instructions per request (median) | repeats | ratio to bare Express (instructions) | target |',
+    '|---|---:|---|---:|---|',
+    ...contestants.map((c) => {
+      const r = perRequest.bare / perRequest[c.key];
+      const goal = /^≥ ([\d.]+)/.exec(c.target);
+      const verdict = goal ? (r >= Number(goal[1]) ? ' ✔' : ' ✘') : '';
+      return `| ${c.label} | ${Math.round(perRequest[c.key]).toLocaleString('en')} | ${counts[
+        servers[c.key].name
+      ]
+        .map((x) => Math.round(x).toLocaleString('en'))
+        .join(', ')} | ${r.toFixed(3)} | ${c.target}${verdict} |`;
+    }),
+  ];
+  process.stdout.write(`${out.join('\n')}\n`);
+  clearTimeout(watchdog);
+  cleanup();
 }

@@ -4,7 +4,9 @@
  * emulator (bench/me.mjs does the browser part against this server's real routes).
  *
  * env: GITLAB_URL, GITLAB_CLIENT_ID, GITLAB_CLIENT_SECRET, LABGATE_SECRET; LABGATE_DIST to load
- * another build of dist/ instead of the package (bench/me.mjs --candidate DIR).
+ * another build of dist/ instead of the package (bench/me.mjs --candidate DIR); BENCH_MOUNT=prefix
+ * mounts labgate at its prefix only and gives the guard the instance (`requireUser(auth)`), instead
+ * of `app.use(labgate(auth))` for every request.
  */
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -30,8 +32,13 @@ const auth = createLabgate({
   logger: false,
 });
 const app = express();
-app.use(labgate(auth));
 // api: true: a request without a session gets 401 JSON whatever its Accept header (wrk sends none).
-app.get('/me', requireUser({ api: true }), (req, res) => res.json(publicUser(req.labgate.user)));
+if (process.env.BENCH_MOUNT === 'prefix') {
+  app.use(auth.options.prefix, labgate(auth));
+  app.get('/me', requireUser(auth, { api: true }), (req, res) => res.json(publicUser(req.labgate.user)));
+} else {
+  app.use(labgate(auth));
+  app.get('/me', requireUser({ api: true }), (req, res) => res.json(publicUser(req.labgate.user)));
+}
 server.on('request', app);
 ready(server, { origin, cookieName: 'labgate' });

@@ -4,7 +4,9 @@
  * has a Cookie header, and a guard handler before `/me`. It tells how much of the gap to the anchor
  * is Express's own cost of one more middleware and one more route handler.
  *
- * env: SHAPE_ASYNC=1 calls next() from a promise continuation, as a middleware that awaits does.
+ * env: SHAPE_ASYNC=1 calls next() from a promise continuation, as a middleware that awaits does;
+ * SHAPE_PARTS=use keeps only the `app.use` middleware (the handler checks `req.user`), SHAPE_PARTS=guard
+ * only the guard (it reads the Cookie header itself): what each of the two costs on its own.
  */
 import express from 'express';
 import { ALICE, listen, ready, unauthorized } from './common.mjs';
@@ -12,7 +14,23 @@ import { ALICE, listen, ready, unauthorized } from './common.mjs';
 const { server, origin } = await listen();
 const app = express();
 const userOf = (req) => (req.headers.cookie ? ALICE : null);
-if (process.env.SHAPE_ASYNC === '1') {
+const parts = process.env.SHAPE_PARTS ?? 'use+guard';
+if (parts === 'guard') {
+  app.get(
+    '/me',
+    (req, res, next) => {
+      req.user = userOf(req);
+      return req.user ? next() : unauthorized(res);
+    },
+    (req, res) => res.json(req.user),
+  );
+} else if (parts === 'use') {
+  app.use((req, _res, next) => {
+    req.user = userOf(req);
+    next();
+  });
+  app.get('/me', (req, res) => (req.user ? res.json(req.user) : unauthorized(res)));
+} else if (process.env.SHAPE_ASYNC === '1') {
   app.use((req, _res, next) => {
     Promise.resolve(userOf(req)).then((user) => {
       req.user = user;
@@ -25,10 +43,12 @@ if (process.env.SHAPE_ASYNC === '1') {
     next();
   });
 }
-app.get(
-  '/me',
-  (req, res, next) => (req.user ? next() : unauthorized(res)),
-  (req, res) => res.json(req.user),
-);
+if (parts === 'use+guard') {
+  app.get(
+    '/me',
+    (req, res, next) => (req.user ? next() : unauthorized(res)),
+    (req, res) => res.json(req.user),
+  );
+}
 server.on('request', app);
 ready(server, { origin });

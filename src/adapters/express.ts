@@ -111,8 +111,43 @@ function isOwnRoute(url: string, prefix: string): boolean {
 }
 
 /**
+ * Looks up the request's session from its cookie and sets `req.labgate`, then calls `then()`: at once
+ * for the common request (a session verified moments ago, or no session cookie), after the store
+ * otherwise. When the store is down it answers as labgate's routes do (503 with a page).
+ */
+function attach(
+  auth: Labgate,
+  req: IncomingMessage & { labgate?: LabgateContext },
+  res: ServerResponse,
+  options: ExpressOptions,
+  then: () => void,
+  fail: Next,
+): void {
+  const known = auth.getCachedSession(req.headers.cookie);
+  if (known !== undefined) {
+    req.labgate = context(auth, known);
+    then();
+    return;
+  }
+  auth.getSessionFromCookies(req.headers.cookie).then(
+    (session) => {
+      req.labgate = context(auth, session);
+      then();
+    },
+    (error: unknown) => {
+      // Never a stack trace: the same page labgate's routes give when the store is unreachable.
+      sendWebResponse(res, auth.errorResponse(error, webRequest(auth, req, res, options))).catch(fail);
+    },
+  );
+}
+
+/**
  * The middleware: answers `/auth/*` (or your prefix), and for every other request looks up the session
  * from the cookie (cached, so nearly free) and sets `req.labgate` before calling `next()`.
+ *
+ * Mounted at its prefix (`app.use(auth.options.prefix, labgate(auth))`) it only answers labgate's
+ * routes; the guards given the instance (`requireUser(auth)`) then look up the session on the routes
+ * that need it, and every other request skips labgate altogether.
  */
 export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware {
   const prefix = auth.options.prefix;
@@ -129,23 +164,7 @@ export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware
         .catch(next);
       return;
     }
-    // The common request (a session verified moments ago, or no session cookie) goes on at once.
-    const known = auth.getCachedSession(req.headers.cookie);
-    if (known !== undefined) {
-      req.labgate = context(auth, known);
-      next();
-      return;
-    }
-    auth.getSessionFromCookies(req.headers.cookie).then(
-      (session) => {
-        req.labgate = context(auth, session);
-        next();
-      },
-      (error: unknown) => {
-        // The store is down: answer as labgate's routes do (503 with a page), never a stack trace.
-        sendWebResponse(res, auth.errorResponse(error, webRequest(auth, req, res, options))).catch(next);
-      },
-    );
+    attach(auth, req, res, options, next, next);
   };
 }
 
@@ -153,6 +172,25 @@ export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware
 export interface RequireUserOptions {
   /** Answer 401 JSON instead of redirecting browsers to sign-in (for APIs). Default: by `Accept`. */
   api?: boolean;
+}
+
+function isLabgate(value: unknown): value is Labgate {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Labgate).handle === 'function' &&
+    typeof (value as Labgate).getCachedSession === 'function'
+  );
+}
+
+/** A guard's arguments: an optional labgate instance, then its options. */
+function guardArguments(
+  first: Labgate | RequireUserOptions | undefined,
+  second: RequireUserOptions | undefined,
+): { auth: Labgate | undefined; options: RequireUserOptions } {
+  return isLabgate(first)
+    ? { auth: first, options: second ?? {} }
+    : { auth: undefined, options: first ?? {} };
 }
 
 function wantsHtml(req: IncomingMessage): boolean {
@@ -166,34 +204,63 @@ function wantsHtml(req: IncomingMessage): boolean {
 
 /**
  * Lets signed-in users through. Browsers are sent to sign in (and back here afterwards); API calls get
- * 401 `{"error":"session_required"}`. Mount {@link labgate} first.
+ * 401 `{"error":"session_required"}`.
+ *
+ * Either mount {@link labgate} for the whole app first (`app.use(labgate(auth))`, then
+ * `requireUser()`), or give the guard the instance (`requireUser(auth)`): it then looks up the session
+ * itself, so labgate can be mounted at its prefix only and other routes never pay for it.
+ * @example
+ * ```ts
+ * app.use(auth.options.prefix, labgate(auth));         // /auth/login, /auth/callback, …
+ * app.get('/me', requireUser(auth, { api: true }), (req, res) => res.json(req.labgate!.user));
+ * ```
  */
-export function requireUser(options: RequireUserOptions = {}): Middleware {
+export function requireUser(auth?: Labgate, options?: RequireUserOptions): Middleware;
+export function requireUser(options?: RequireUserOptions): Middleware;
+export function requireUser(first?: Labgate | RequireUserOptions, second?: RequireUserOptions): Middleware {
+  const { auth, options } = guardArguments(first, second);
   return (req, res, next) => {
     const ctx = req.labgate;
     if (!ctx) {
-      next(new TypeError('labgate: requireUser() needs app.use(labgate(auth)) before it'));
+      if (auth) attach(auth, req, res, {}, () => admit(req, res, next, req.labgate!, options), next);
+      else
+        next(
+          new TypeError(
+            'labgate: requireUser() needs app.use(labgate(auth)) before it, or requireUser(auth)',
+          ),
+        );
       return;
     }
-    if (ctx.user) {
-      next();
-      return;
-    }
-    const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
-    if (!options.api && wantsHtml(req)) {
-      res.statusCode = 302;
-      res.setHeader('location', ctx.labgate.signInUrl(original));
-      res.setHeader('cache-control', 'no-store');
-      res.end();
-      return;
-    }
-    const body = JSON.stringify({ error: 'session_required', message: 'Sign-in required' });
-    res.statusCode = 401;
-    res.setHeader('content-type', 'application/json; charset=utf-8');
-    res.setHeader('www-authenticate', 'Cookie realm="labgate"');
-    res.setHeader('cache-control', 'no-store');
-    res.end(body);
+    admit(req, res, next, ctx, options);
   };
+}
+
+/** requireUser's decision, once `req.labgate` is set. */
+function admit(
+  req: IncomingMessage,
+  res: ServerResponse,
+  next: Next,
+  ctx: LabgateContext,
+  options: RequireUserOptions,
+): void {
+  if (ctx.user) {
+    next();
+    return;
+  }
+  const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+  if (!options.api && wantsHtml(req)) {
+    res.statusCode = 302;
+    res.setHeader('location', ctx.labgate.signInUrl(original));
+    res.setHeader('cache-control', 'no-store');
+    res.end();
+    return;
+  }
+  const body = JSON.stringify({ error: 'session_required', message: 'Sign-in required' });
+  res.statusCode = 401;
+  res.setHeader('content-type', 'application/json; charset=utf-8');
+  res.setHeader('www-authenticate', 'Cookie realm="labgate"');
+  res.setHeader('cache-control', 'no-store');
+  res.end(body);
 }
 
 function refuse(req: IncomingMessage, res: ServerResponse, auth: Labgate, detail: string): void {
@@ -214,8 +281,15 @@ function refuse(req: IncomingMessage, res: ServerResponse, auth: Labgate, detail
  * (`access: { roles: { admin: 'group:acme/platform>=maintainer' } }`); others get 403 with a page that
  * names the missing role, and signed-out users are sent to sign in (or get 401).
  */
-export function requireRole(role: string, options: RequireUserOptions = {}): Middleware {
-  const signedIn = requireUser(options);
+export function requireRole(role: string, auth?: Labgate, options?: RequireUserOptions): Middleware;
+export function requireRole(role: string, options?: RequireUserOptions): Middleware;
+export function requireRole(
+  role: string,
+  first?: Labgate | RequireUserOptions,
+  second?: RequireUserOptions,
+): Middleware {
+  const { auth, options } = guardArguments(first, second);
+  const signedIn = auth ? requireUser(auth, options) : requireUser(options);
   return (req, res, next) => {
     signedIn(req, res, (error?: unknown) => {
       if (error) return next(error);
@@ -231,10 +305,21 @@ export function requireRole(role: string, options: RequireUserOptions = {}): Mid
  * session for the re-check interval): `requireAccess('project:acme/app>=developer')`.
  * The 403 page says which requirement failed, without listing the user's other groups.
  */
-export function requireAccess(policy: Policy | string, options: RequireUserOptions = {}): Middleware {
+export function requireAccess(
+  policy: Policy | string,
+  auth?: Labgate,
+  options?: RequireUserOptions,
+): Middleware;
+export function requireAccess(policy: Policy | string, options?: RequireUserOptions): Middleware;
+export function requireAccess(
+  policy: Policy | string,
+  first?: Labgate | RequireUserOptions,
+  second?: RequireUserOptions,
+): Middleware {
   // A bad rule is a mistake in the app: refuse it when the route is declared, not on a request.
   normalisePolicy(typeof policy === 'string' ? { allow: [policy] } : policy);
-  const signedIn = requireUser(options);
+  const { auth, options } = guardArguments(first, second);
+  const signedIn = auth ? requireUser(auth, options) : requireUser(options);
   return (req, res, next) => {
     signedIn(req, res, (error?: unknown) => {
       if (error) return next(error);

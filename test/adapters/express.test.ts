@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createApp } from '../../examples/express/app.js';
-import { labgate, requireUser } from '../../src/adapters/express.js';
+import { labgate, requireAccess, requireRole, requireUser } from '../../src/adapters/express.js';
 import { createLabgate, type Labgate, MemoryStore, type Store } from '../../src/core/index.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
 import { Browser } from '../emulator/browser.js';
@@ -60,6 +60,58 @@ async function signIn(origin: string, path = '/profile', user = 'alice') {
   return { browser, page };
 }
 
+/** The store with its `getSession` replaced (every other method as it is). */
+function withGetSession(store: MemoryStore, getSession: MemoryStore['getSession']): Store {
+  return new Proxy(store, {
+    get(target, name, receiver) {
+      if (name === 'getSession') return getSession;
+      const value = Reflect.get(target, name, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+/** An app whose store is down answers `path` with labgate's 503 page, which names no internal error. */
+async function expectStoreDownPage(
+  path: string,
+  mount: (app: express.Express, auth: Labgate) => void,
+): Promise<void> {
+  const { server: down, origin: downOrigin } = await listen();
+  const failing = withGetSession(new MemoryStore(), () =>
+    Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6379')),
+  );
+  const app = express();
+  mount(app, auth(downOrigin, failing));
+  down.on('request', app);
+  try {
+    const res = await fetch(`${downOrigin}${path}`, {
+      headers: { cookie: `labgate=${'a'.repeat(22)}.${'b'.repeat(43)}` },
+    });
+    expect(res.status).toBe(503);
+    const body = await res.text();
+    expect(body).toContain('Sign-in is temporarily unavailable');
+    expect(body).not.toContain('ECONNREFUSED');
+  } finally {
+    await new Promise<void>((resolve) => down.close(() => resolve()));
+  }
+}
+
+/**
+ * Signed out, `/profile` sends a browser to sign in (and back), and `api` (with `headers`) answers 401
+ * `session_required`.
+ */
+async function expectSignInDemanded(origin: string, api: string, headers: Record<string, string>) {
+  const html = await fetch(`${origin}/profile?tab=1`, {
+    redirect: 'manual',
+    headers: { accept: 'text/html' },
+  });
+  expect(html.status).toBe(302);
+  expect(html.headers.get('location')).toBe('/auth/login?returnTo=%2Fprofile%3Ftab%3D1');
+  const answer = await fetch(api, { headers });
+  expect(answer.status).toBe(401);
+  expect(await answer.json()).toMatchObject({ error: 'session_required' });
+}
+
 describe('labgate/express', () => {
   let server: Server;
   let origin: string;
@@ -93,15 +145,7 @@ describe('labgate/express', () => {
   });
 
   it('sends browsers to sign in and answers API calls with 401', async () => {
-    const html = await fetch(`${origin}/profile?tab=1`, {
-      redirect: 'manual',
-      headers: { accept: 'text/html' },
-    });
-    expect(html.status).toBe(302);
-    expect(html.headers.get('location')).toBe('/auth/login?returnTo=%2Fprofile%3Ftab%3D1');
-    const api = await fetch(`${origin}/profile`, { headers: { accept: 'application/json' } });
-    expect(api.status).toBe(401);
-    expect(await api.json()).toMatchObject({ error: 'session_required' });
+    await expectSignInDemanded(origin, `${origin}/profile`, { accept: 'application/json' });
     const forced = await fetch(`${origin}/api/me`, { headers: { accept: 'text/html' } });
     expect(forced.status).toBe(401);
   });
@@ -144,31 +188,106 @@ describe('labgate/express', () => {
   });
 
   it('answers 503 with a page, not a crash, when the store is down', async () => {
-    const { server: down, origin: downOrigin } = await listen();
-    const broken = new MemoryStore();
-    const failing = new Proxy(broken, {
-      get(target, name, receiver) {
-        const value = Reflect.get(target, name, receiver);
-        if (name === 'getSession')
-          return () => Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6379'));
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
+    await expectStoreDownPage('/', (app, downAuth) => {
+      app.use(labgate(downAuth));
+      app.get('/', (_req, res) => res.send('ok'));
+    });
+  });
+});
+
+describe('labgate/express mounted at its prefix, guards given the instance', () => {
+  let server: Server;
+  let origin: string;
+  let instance: Labgate;
+  let lookups = 0;
+
+  beforeAll(async () => {
+    ({ server, origin } = await listen());
+    const store = new MemoryStore();
+    // Counts the store's session reads: a route without a guard must not cause any.
+    const counting = withGetSession(store, (...args) => {
+      lookups++;
+      return store.getSession(...args);
+    });
+    instance = createLabgate({
+      gitlabUrl: gitlab.url,
+      clientId: gitlab.applications[0]!.uid,
+      clientSecret: gitlab.applications[0]!.secret,
+      url: origin,
+      secret: SECRET,
+      scopes: 'openid profile email read_user read_api',
+      logger: false,
+      store: counting,
+      access: { roles: { staff: 'group:acme' } },
     });
     const app = express();
-    app.use(labgate(auth(downOrigin, failing)));
-    app.get('/', (_req, res) => res.send('ok'));
-    down.on('request', app);
-    try {
-      const res = await fetch(`${downOrigin}/`, {
-        headers: { cookie: `labgate=${'a'.repeat(22)}.${'b'.repeat(43)}` },
-      });
-      expect(res.status).toBe(503);
-      const body = await res.text();
-      expect(body).toContain('Sign-in is temporarily unavailable');
-      expect(body).not.toContain('ECONNREFUSED');
-    } finally {
-      await new Promise<void>((resolve) => down.close(() => resolve()));
-    }
+    app.use(instance.options.prefix, labgate(instance));
+    app.get('/public', (req, res) => res.json({ labgate: req.labgate === undefined ? 'absent' : 'set' }));
+    app.get('/profile', requireUser(instance), (req, res) =>
+      res.send(`hello ${req.labgate!.user!.username}`),
+    );
+    app.get('/api/me', requireUser(instance, { api: true }), (req, res) => res.json(req.labgate!.user));
+    app.get('/staff', requireRole('staff', instance), (_req, res) => res.send('staff only'));
+    app.get('/admins', requireRole('admin', instance, { api: true }), (_req, res) => res.send('admins'));
+    app.get('/app', requireAccess('project:acme/app>=developer', instance), (_req, res) => res.send('app'));
+    app.get('/unguarded', requireUser(), (_req, res) => res.send('never'));
+    app.get('/maybe', labgate(instance), (req, res) =>
+      res.json({ user: req.labgate!.user?.username ?? null }),
+    );
+    app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.status(500).json({ error: error.message });
+    });
+    server.on('request', app);
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  it('signs in through the mounted routes and lets the user through the guard', async () => {
+    const { browser, page } = await signIn(origin);
+    expect(page.status).toBe(200);
+    expect(page.body).toBe('hello alice');
+    const me = await browser.get(`${origin}/api/me`);
+    expect(JSON.parse(me.body)).toMatchObject({ username: 'alice' });
+    expect(JSON.parse((await browser.get(`${origin}/auth/session`)).body).user.username).toBe('alice');
+  });
+
+  it('leaves routes without a guard alone: no req.labgate, no store read', async () => {
+    const { browser } = await signIn(origin);
+    const before = lookups;
+    const page = await browser.get(`${origin}/public`);
+    expect(JSON.parse(page.body)).toEqual({ labgate: 'absent' });
+    expect(lookups).toBe(before);
+  });
+
+  it('labgate(auth) on one route gives it the user, or null, without requiring sign-in', async () => {
+    const { browser } = await signIn(origin);
+    expect(JSON.parse((await browser.get(`${origin}/maybe`)).body)).toEqual({ user: 'alice' });
+    expect(await (await fetch(`${origin}/maybe`)).json()).toEqual({ user: null });
+  });
+
+  it('sends browsers to sign in and answers API calls with 401', async () => {
+    await expectSignInDemanded(origin, `${origin}/api/me`, {});
+  });
+
+  it('requireRole and requireAccess take the instance too', async () => {
+    const { browser } = await signIn(origin);
+    expect((await browser.get(`${origin}/staff`)).body).toBe('staff only');
+    const admins = await browser.request(`${origin}/admins`, { headers: { accept: 'application/json' } });
+    expect(admins.status).toBe(403);
+    expect((await browser.get(`${origin}/app`)).body).toBe('app');
+    expect((await fetch(`${origin}/app`, { headers: { accept: 'application/json' } })).status).toBe(401);
+  });
+
+  it('a guard with neither the instance nor app.use(labgate(auth)) is an error of the app, said plainly', async () => {
+    const res = await fetch(`${origin}/unguarded`);
+    expect(res.status).toBe(500);
+    expect((await res.json()).error).toContain('requireUser(auth)');
+  });
+
+  it('answers 503 with a page from the guard when the store is down', async () => {
+    await expectStoreDownPage('/me', (app, downAuth) => {
+      app.use(downAuth.options.prefix, labgate(downAuth));
+      app.get('/me', requireUser(downAuth), (_req, res) => res.send('ok'));
+    });
   });
 });
 

@@ -1,0 +1,108 @@
+/**
+ * Instructions per request, counted by valgrind's callgrind in servers that run under it
+ * (`node bench/me.mjs --instructions N`). A count of executed instructions does not depend on what
+ * else the machine is doing, so it tells two servers apart where req/s on a shared machine cannot.
+ *
+ * Each server runs as `valgrind --tool=callgrind --instr-atstart=no node server.mjs`: at full
+ * (uninstrumented) valgrind speed while it warms up, then, per repeat, counting is switched on,
+ * the counters zeroed, exactly N requests sent, and the counters dumped (callgrind_control).
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+
+/** The command line that runs a Node script under callgrind, counting off, its dumps in `dir`. */
+export function callgrindCommand(dir, name, nodeArgs) {
+  return [
+    'valgrind',
+    [
+      '--tool=callgrind',
+      '--instr-atstart=no',
+      `--callgrind-out-file=${join(dir, `${name}.%p.out`)}`,
+      process.execPath,
+      ...nodeArgs,
+    ],
+  ];
+}
+
+function control(pid, flag) {
+  const done = spawnSync('callgrind_control', [flag, String(pid)], { encoding: 'utf8' });
+  if (done.status !== 0) throw new Error(`callgrind_control ${flag} ${pid}: ${done.stderr || done.stdout}`);
+}
+
+/**
+ * Sends exactly `count` GET requests with `concurrency` keep-alive connections; rejects on any
+ * answer but 200 (a run that counted errors would count the wrong work).
+ */
+export async function drive({ origin, cookie }, count, concurrency) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const url = new URL('/me', origin);
+  let sent = 0;
+  const one = () =>
+    new Promise((resolve, reject) => {
+      const request = http.get(url, { agent, headers: { cookie } }, (response) => {
+        response.resume();
+        response.once('end', () =>
+          response.statusCode === 200
+            ? resolve()
+            : reject(new Error(`GET /me answered ${response.statusCode}`)),
+        );
+      });
+      request.setTimeout(60_000, () => request.destroy(new Error('GET /me: no answer within 60 s')));
+      request.once('error', reject);
+    });
+  const worker = async () => {
+    while (sent < count) {
+      sent++;
+      await one();
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  } finally {
+    agent.destroy();
+  }
+}
+
+/** The total of executed instructions (`totals:` or `summary:`) in the newest dump of a process. */
+function lastTotal(dir, name, pid, before) {
+  const dumps = readdirSync(dir).filter((f) => f.startsWith(`${name}.${pid}.out`) && !before.has(f));
+  if (dumps.length !== 1)
+    throw new Error(`expected one new callgrind dump of ${name}, found ${dumps.length}`);
+  before.add(dumps[0]);
+  const text = readFileSync(join(dir, dumps[0]), 'utf8');
+  const total = /^(?:totals|summary): (\d+)/m.exec(text)?.[1];
+  if (!total) throw new Error(`no instruction total in ${dumps[0]}`);
+  return Number(total);
+}
+
+/**
+ * Warms every server up (all at once: counts do not depend on the machine's load), then counts each
+ * one's instructions over `requests` requests, `repeats` times. Returns instructions per request
+ * per repeat, by server name.
+ */
+export async function countInstructions({ servers, dir, requests, warmup, repeats, concurrency, log }) {
+  await Promise.all(servers.map((server) => drive(server, warmup, concurrency)));
+  log(`warm-up done (${warmup} requests each)`);
+  const counts = Object.fromEntries(servers.map((s) => [s.name, []]));
+  const seen = new Set(readdirSync(dir));
+  for (let repeat = 1; repeat <= repeats; repeat++) {
+    await Promise.all(
+      servers.map(async (server) => {
+        const pid = server.child.pid;
+        control(pid, '--instr=on');
+        control(pid, '--zero');
+        await drive(server, requests, concurrency);
+        control(pid, '--dump');
+        control(pid, '--instr=off');
+        const perRequest = lastTotal(dir, server.name, pid, seen) / requests;
+        counts[server.name].push(perRequest);
+        log(
+          `repeat ${repeat}/${repeats} ${server.name.padEnd(11)} ${Math.round(perRequest)} instructions/request`,
+        );
+      }),
+    );
+  }
+  return counts;
+}
