@@ -111,11 +111,21 @@ function isOwnRoute(url: string, prefix: string): boolean {
 }
 
 /**
- * Looks up the request's session from its cookie and sets `req.labgate`, then calls `then()`: at once
- * for the common request (a session verified moments ago, or no session cookie), after the store
- * otherwise. When the store is down it answers as labgate's routes do (503 with a page).
+ * Sets `req.labgate` at once when the cookie alone tells (a session verified moments ago, or no
+ * session cookie: the common request); false when only the store can tell ({@link attachFromStore}).
  */
-function attach(
+function attachCached(auth: Labgate, req: IncomingMessage & { labgate?: LabgateContext }): boolean {
+  const known = auth.getCachedSession(req.headers.cookie);
+  if (known === undefined) return false;
+  req.labgate = context(auth, known);
+  return true;
+}
+
+/**
+ * Looks up the request's session in the store, sets `req.labgate` and calls `then()`. When the store
+ * is down it answers as labgate's routes do (503 with a page).
+ */
+function attachFromStore(
   auth: Labgate,
   req: IncomingMessage & { labgate?: LabgateContext },
   res: ServerResponse,
@@ -123,12 +133,6 @@ function attach(
   then: () => void,
   fail: Next,
 ): void {
-  const known = auth.getCachedSession(req.headers.cookie);
-  if (known !== undefined) {
-    req.labgate = context(auth, known);
-    then();
-    return;
-  }
   auth.getSessionFromCookies(req.headers.cookie).then(
     (session) => {
       req.labgate = context(auth, session);
@@ -164,7 +168,8 @@ export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware
         .catch(next);
       return;
     }
-    attach(auth, req, res, options, next, next);
+    if (attachCached(auth, req)) next();
+    else attachFromStore(auth, req, res, options, next, next);
   };
 }
 
@@ -221,17 +226,13 @@ export function requireUser(first?: Labgate | RequireUserOptions, second?: Requi
   const { auth, options } = guardArguments(first, second);
   return (req, res, next) => {
     const ctx = req.labgate;
-    if (!ctx) {
-      if (auth) attach(auth, req, res, {}, () => admit(req, res, next, req.labgate!, options), next);
-      else
-        next(
-          new TypeError(
-            'labgate: requireUser() needs app.use(labgate(auth)) before it, or requireUser(auth)',
-          ),
-        );
-      return;
-    }
-    admit(req, res, next, ctx, options);
+    if (ctx) admit(req, res, next, ctx, options);
+    else if (!auth)
+      next(
+        new TypeError('labgate: requireUser() needs app.use(labgate(auth)) before it, or requireUser(auth)'),
+      );
+    else if (attachCached(auth, req)) admit(req, res, next, req.labgate!, options);
+    else attachFromStore(auth, req, res, {}, () => admit(req, res, next, req.labgate!, options), next);
   };
 }
 
