@@ -35,6 +35,14 @@ redis.call('PEXPIRE', KEYS[1], math.floor(ttl))
 return 1
 `;
 
+/**
+ * Sets a key's expiry to ARGV[1] ms unless it already lives longer (PEXPIRE … GT needs Redis 7, and
+ * treats a key without expiry as living forever).
+ */
+const EXTEND_EXPIRY = `local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 0`;
+
 /** A {@link Store} on Redis. */
 export class RedisStore implements Store {
   readonly #redis: Redis;
@@ -88,7 +96,9 @@ export class RedisStore implements Store {
       .multi()
       .hset(key, { data: JSON.stringify(data), idle: String(idleExpiresAt) })
       .pexpire(key, this.#ttl(Math.min(record.expiresAt, idleExpiresAt)))
-      .sadd(this.#key('user-sessions', record.userId), record.id);
+      .sadd(this.#key('user-sessions', record.userId), record.id)
+      // The user's index lives as long as the longest of its sessions can (their absolute expiry).
+      .eval(EXTEND_EXPIRY, 1, this.#key('user-sessions', record.userId), String(this.#ttl(record.expiresAt)));
     if (previousUser !== record.userId) transaction.srem(this.#key('user-sessions', previousUser), record.id);
     await transaction.exec();
   }

@@ -1,6 +1,7 @@
 /**
  * The conformance suite on the Redis store (a fresh key prefix per test), then what is its own: every
- * key it writes stays under its prefix, and values and sessions carry Redis expiry. Expiry cases wait
+ * key it writes stays under its prefix, and values, sessions and the index of a user's sessions carry
+ * Redis expiry. Expiry cases wait
  * on Redis's real clock with a bounded poll. Needs Redis at 127.0.0.1:6379 (see test/support/services.ts).
  */
 import { expect, it } from 'vitest';
@@ -76,6 +77,16 @@ describeWithService(service, 'redis store', () => {
         expect(ttl).toBeLessThanOrEqual(600_000);
         await store.touchSession('s1', Date.now() + 1_200_000);
         expect(await client.pttl(`${prefix.prefix}session:s1`)).toBeGreaterThan(1_190_000);
+        // The user's index of sessions expires too, with the longest absolute expiry of its sessions.
+        const index = `${prefix.prefix}user-sessions:u1`;
+        const indexTtl = await client.pttl(index);
+        expect(indexTtl).toBeGreaterThan(3_590_000);
+        expect(indexTtl).toBeLessThanOrEqual(3_600_000);
+        const second = { ...(await store.getSession('s1'))!, id: 's2', expiresAt: now + 7_200_000 };
+        await store.setSession(second);
+        expect(await client.pttl(index)).toBeGreaterThan(7_190_000);
+        await store.setSession({ ...second, id: 's3', expiresAt: now + 1_800_000 });
+        expect(await client.pttl(index)).toBeGreaterThan(7_190_000);
       } finally {
         client.disconnect();
       }
