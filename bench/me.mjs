@@ -911,9 +911,11 @@ if (!args['no-write'] && !args.only) {
 
 Authenticated \`GET /me\` through labgate/express against bare Express (the anchor),
 express-session + passport-gitlab2 and @auth/express (JWT sessions); written by \`bench/me.mjs\`
-(see bench/README.md). "Server CPU µs/req" is the server process's CPU time per answered request
-(from /proc), "other load" the CPU other processes of the machine used meanwhile: on a shared 2-core
-machine req/s swings with it, CPU per request much less.
+(see bench/README.md). Ratios are paired (each run against the anchor runs around it) and come with
+a 95 % confidence interval of their median; a target is met (✔) only when the whole interval is at
+or above it. "Server CPU µs/req" is the server process's CPU time per answered request (from /proc),
+"other load" the CPU other processes of this machine used meanwhile; neither sees what other
+machines on the same host take, which moves both req/s and CPU per request on a shared 2-core VM.
 
 ${lines.join('\n')}
 `;
