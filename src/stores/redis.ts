@@ -28,7 +28,11 @@ export interface RedisStoreOptions {
 const TOUCH = `
 local data = redis.call('HGET', KEYS[1], 'data')
 if not data then return 0 end
-local ttl = math.min(cjson.decode(data).expiresAt, tonumber(ARGV[1])) - tonumber(ARGV[2])
+local now = tonumber(ARGV[2])
+local expiresAt = cjson.decode(data).expiresAt
+local idle = tonumber(redis.call('HGET', KEYS[1], 'idle'))
+if expiresAt <= now or (idle and idle <= now) then return 0 end
+local ttl = math.min(expiresAt, tonumber(ARGV[1])) - now
 if ttl < 1 then ttl = 1 end
 redis.call('HSET', KEYS[1], 'idle', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.floor(ttl))
@@ -118,7 +122,8 @@ export class RedisStore implements Store {
   }
 
   async touchSession(id: string, idleExpiresAt: number): Promise<void> {
-    // One script: only an existing session is touched, so a concurrent delete is never undone.
+    // One script: only a live session is touched (one Redis has not yet dropped but whose time is up
+    // stays ended), so a concurrent delete or expiry is never undone.
     await this.#redis.eval(TOUCH, 1, this.#key('session', id), String(idleExpiresAt), String(this.#now()));
   }
 

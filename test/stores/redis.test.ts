@@ -96,6 +96,28 @@ describeWithService(service, 'redis store', () => {
     }
   });
 
+  it('touch does not revive a session whose time is up but whose key Redis still holds', async () => {
+    const prefix = createRedisPrefix();
+    const store = await createRedisStore({ url: redisUrl, prefix: prefix.prefix });
+    const { Redis } = await import('ioredis');
+    const client = new Redis(redisUrl);
+    try {
+      const now = Date.now();
+      const key = `${prefix.prefix}session:late`;
+      const data = { id: 'late', userId: 'u1', expiresAt: now + 3_600_000, createdAt: now - 60_000 };
+      // Idle since a second ago by the app's clock; Redis would drop the key only within the minute.
+      await client.hset(key, { data: JSON.stringify(data), idle: String(now - 1_000) });
+      await client.pexpire(key, 60_000);
+      await store.touchSession('late', Date.now() + 600_000);
+      expect(await client.hget(key, 'idle')).toBe(String(now - 1_000));
+      expect(await store.getSession('late')).toBeNull();
+    } finally {
+      client.disconnect();
+      await store.close();
+      await prefix.clean();
+    }
+  });
+
   it('fails fast, with the driver error, when the server cannot be reached', async () => {
     await expect(
       createRedisStore({ url: 'redis://127.0.0.1:1', redis: { retryStrategy: () => null } }),
