@@ -845,8 +845,11 @@ lines.push(`Command: \`${command}\``);
 lines.push(
   `Load: \`${wrkCommand}\`, ${rounds} rounds after a ${warmup} s warm-up of each process; ` +
     `${instances} process${instances > 1 ? 'es' : ''} per contestant, round r on process r mod ${instances}. ` +
-    'Every round opens and closes with the anchor, the others run between in a rotating order; ' +
-    'a run’s ratio is to the anchor interpolated between the two anchor runs around it (paired), ' +
+    (args['head-to-head']
+      ? 'Head to head: each contestant runs at the same time as the anchor, both servers on CPU 1 and both wrks on CPU 0; ' +
+        'a run’s ratio is to the anchor run beside it (paired), '
+      : 'Every round opens and closes with the anchor, the others run between in a rotating order; ' +
+        'a run’s ratio is to the anchor interpolated between the two anchor runs around it (paired), ') +
     'the table shows the median of those ratios and its 95 % confidence interval (order statistics).',
 );
 lines.push('');
@@ -862,7 +865,8 @@ function verdictOf(c) {
   const goal = /^≥ ([\d.]+)/.exec(c.target);
   if (!goal) return '';
   const interval = medianInterval(pairedRatios(c.key));
-  const [low, high] = interval ?? [ratio(c.key), ratio(c.key)];
+  if (!interval) return ' (not shown: fewer than 6 rounds give no interval)';
+  const [low, high] = interval;
   if (low >= Number(goal[1])) return ' ✔';
   if (high < Number(goal[1])) return ' ✘';
   return ' (not shown: the interval holds it)';
