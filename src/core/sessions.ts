@@ -183,7 +183,7 @@ export class Sessions {
 
   /** The session cookie's value in a `Cookie` header, or null when there is none that can be used. */
   #cookieValue(header: string | null | undefined): string | null {
-    if (!header || !header.includes(this.cookieName)) return null;
+    if (!header?.includes(this.cookieName)) return null;
     // Sent twice (one tossed in by a sibling domain), the cookie is ambiguous: readCookie says null.
     const value = readCookie(header, this.cookieName);
     if (!value || value.length > MAX_COOKIE_BYTES) return null;
