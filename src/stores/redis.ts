@@ -40,6 +40,27 @@ return 1
 `;
 
 /**
+ * Deletes every session in a user's index (KEYS[1]; ARGV[1] the session key prefix) and the index, and
+ * counts those that were live at ARGV[2]: one whose time is up but whose key Redis has not dropped
+ * yet is deleted without being counted, as every other store counts.
+ */
+const DELETE_USER_SESSIONS = `
+local now = tonumber(ARGV[2])
+local live = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. id
+  local data = redis.call('HGET', key, 'data')
+  if data then
+    local idle = tonumber(redis.call('HGET', key, 'idle'))
+    if cjson.decode(data).expiresAt > now and (idle == nil or idle > now) then live = live + 1 end
+    redis.call('DEL', key)
+  end
+end
+redis.call('DEL', KEYS[1])
+return live
+`;
+
+/**
  * Sets a key's expiry to ARGV[1] ms unless it already lives longer (PEXPIRE … GT needs Redis 7, and
  * treats a key without expiry as living forever).
  */
@@ -154,15 +175,14 @@ export class RedisStore implements Store {
   }
 
   async deleteUserSessions(userId: string): Promise<number> {
-    const index = this.#key('user-sessions', userId);
-    const ids = await this.#redis.smembers(index);
-    if (ids.length === 0) return 0;
-    const results = await this.#redis
-      .multi()
-      .del(...ids.map((id) => this.#key('session', id)))
-      .del(index)
-      .exec();
-    return Number(results?.[0]?.[1] ?? 0);
+    const ended = await this.#redis.eval(
+      DELETE_USER_SESSIONS,
+      1,
+      this.#key('user-sessions', userId),
+      this.#key('session', ''),
+      String(this.#now()),
+    );
+    return Number(ended);
   }
 
   async upsertIdentity(

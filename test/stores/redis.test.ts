@@ -96,7 +96,7 @@ describeWithService(service, 'redis store', () => {
     }
   });
 
-  it('touch does not revive a session whose time is up but whose key Redis still holds', async () => {
+  it('a session whose time is up but whose key Redis still holds stays ended: touch, deleteUserSessions', async () => {
     const prefix = createRedisPrefix();
     const store = await createRedisStore({ url: redisUrl, prefix: prefix.prefix });
     const { Redis } = await import('ioredis');
@@ -108,9 +108,13 @@ describeWithService(service, 'redis store', () => {
       // Idle since a second ago by the app's clock; Redis would drop the key only within the minute.
       await client.hset(key, { data: JSON.stringify(data), idle: String(now - 1_000) });
       await client.pexpire(key, 60_000);
+      await client.sadd(`${prefix.prefix}user-sessions:u1`, 'late');
       await store.touchSession('late', Date.now() + 600_000);
       expect(await client.hget(key, 'idle')).toBe(String(now - 1_000));
       expect(await store.getSession('late')).toBeNull();
+      // Ending the user's sessions removes it, but does not count it among the sessions it ended.
+      expect(await store.deleteUserSessions('u1')).toBe(0);
+      expect(await client.exists(key)).toBe(0);
     } finally {
       client.disconnect();
       await store.close();
