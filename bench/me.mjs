@@ -551,10 +551,10 @@ contestants.splice(
 function relativeTo(path) {
   return path.startsWith(`${root}/`) ? path.slice(root.length + 1) : path;
 }
-if (args.only) {
-  const keep = new Set(['bare', ...args.only.split(',').map((k) => k.trim())]);
-  for (const key of keep) if (!contestants.some((c) => c.key === key)) fail(`--only: no contestant ${key}`);
-  contestants.splice(0, contestants.length, ...contestants.filter((c) => keep.has(c.key)));
+if (onlyKeys) {
+  for (const key of onlyKeys)
+    if (!contestants.some((c) => c.key === key)) fail(`--only: no contestant ${key}`);
+  contestants.splice(0, contestants.length, ...contestants.filter((c) => onlyKeys.has(c.key)));
 }
 for (const c of contestants) {
   for (const server of pool[c.key]) await verify(server);
@@ -763,11 +763,6 @@ if (args['head-to-head']) {
   }
 }
 // Still the same signed-in users after the load (no session expired or was rotated away).
-if (args.only) {
-  const keep = new Set(['bare', ...args.only.split(',').map((k) => k.trim())]);
-  for (const key of keep) if (!contestants.some((c) => c.key === key)) fail(`--only: no contestant ${key}`);
-  contestants.splice(0, contestants.length, ...contestants.filter((c) => keep.has(c.key)));
-}
 for (const c of contestants) for (const server of pool[c.key]) await verify(server);
 {
   const calls = emulator.control.requests();

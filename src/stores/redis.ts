@@ -25,14 +25,27 @@ export interface RedisStoreOptions {
   now?: () => number;
 }
 
-const TOUCH = `
-local data = redis.call('HGET', KEYS[1], 'data')
-if not data then return 0 end
+/** A Lua function for the scripts below: a session's decoded data when it is live at `now`, else nil. */
+const LIVE = `
+local function live(key, now)
+  local data = redis.call('HGET', key, 'data')
+  if not data then return nil end
+  local session = cjson.decode(data)
+  local idle = tonumber(redis.call('HGET', key, 'idle'))
+  if session.expiresAt <= now or (idle and idle <= now) then return nil end
+  return session
+end
+`;
+
+/**
+ * Slides a live session's idle expiry (KEYS[1]; ARGV[1] the new idle expiry, ARGV[2] now). A session
+ * whose time is up stays ended, even while Redis still holds its key (it drops it up to 1 ms later).
+ */
+const TOUCH = `${LIVE}
 local now = tonumber(ARGV[2])
-local expiresAt = cjson.decode(data).expiresAt
-local idle = tonumber(redis.call('HGET', KEYS[1], 'idle'))
-if expiresAt <= now or (idle and idle <= now) then return 0 end
-local ttl = math.min(expiresAt, tonumber(ARGV[1])) - now
+local session = live(KEYS[1], now)
+if not session then return 0 end
+local ttl = math.min(session.expiresAt, tonumber(ARGV[1])) - now
 if ttl < 1 then ttl = 1 end
 redis.call('HSET', KEYS[1], 'idle', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.floor(ttl))
@@ -41,23 +54,18 @@ return 1
 
 /**
  * Deletes every session in a user's index (KEYS[1]; ARGV[1] the session key prefix) and the index, and
- * counts those that were live at ARGV[2]: one whose time is up but whose key Redis has not dropped
- * yet is deleted without being counted, as every other store counts.
+ * counts those that were live at ARGV[2], as every other store counts.
  */
-const DELETE_USER_SESSIONS = `
+const DELETE_USER_SESSIONS = `${LIVE}
 local now = tonumber(ARGV[2])
-local live = 0
+local ended = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = ARGV[1] .. id
-  local data = redis.call('HGET', key, 'data')
-  if data then
-    local idle = tonumber(redis.call('HGET', key, 'idle'))
-    if cjson.decode(data).expiresAt > now and (idle == nil or idle > now) then live = live + 1 end
-    redis.call('DEL', key)
-  end
+  if live(key, now) then ended = ended + 1 end
+  redis.call('DEL', key)
 end
 redis.call('DEL', KEYS[1])
-return live
+return ended
 `;
 
 /**

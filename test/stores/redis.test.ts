@@ -7,7 +7,7 @@
 import { expect, it } from 'vitest';
 import { createRedisStore } from '../../src/stores/redis.js';
 import { createRedisPrefix, describeWithService, redis, redisUrl } from '../support/services.js';
-import { storeConformance } from './suite.js';
+import { sessionUser, storeConformance } from './suite.js';
 
 const service = await redis();
 
@@ -39,25 +39,7 @@ describeWithService(service, 'redis store', () => {
         secretHash: 'h',
         userId: 'u1',
         identity: 'https://gitlab.example.com 1',
-        user: {
-          sub: '1',
-          issuer: 'https://gitlab.example.com',
-          id: 1,
-          username: 'u',
-          name: 'U',
-          email: null,
-          emailVerified: false,
-          avatarUrl: null,
-          webUrl: null,
-          createdAt: null,
-          lastSignInAt: null,
-          state: null,
-          bot: null,
-          external: null,
-          twoFactorEnabled: null,
-          groups: [],
-          roles: [],
-        },
+        user: sessionUser({ sub: '1', id: 1, username: 'u', name: 'U' }),
         tokens: 'sealed',
         createdAt: now,
         expiresAt: now + 3_600_000,

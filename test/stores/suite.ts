@@ -45,7 +45,8 @@ async function elapse(h: StoreHarness, ms: number, what: string, settled: () => 
   await pollUntil(settled, { timeoutMs: ms + 5000, intervalMs: 20, what });
 }
 
-function sessionUser(overrides: Partial<SessionUser> = {}): SessionUser {
+/** A session's user profile with every field, `overrides` on top. */
+export function sessionUser(overrides: Partial<SessionUser> = {}): SessionUser {
   return {
     sub: '42',
     issuer: 'https://gitlab.example.com',
