@@ -15,7 +15,7 @@
  * ```
  * @packageDocumentation
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage, type ServerResponse } from 'node:http';
 import {
   accessFailureText,
   type Labgate,
@@ -82,6 +82,72 @@ function context(auth: Labgate, session: Session | null): LabgateContext {
   return new Context(auth, session);
 }
 
+// Where `req.labgate` lives. Adding a property to an Express request is expensive: Express gives each
+// request a new prototype (`Object.setPrototypeOf(req, app.request)`), and V8 then adds properties to
+// it on a slow path (measured: one added property costs about 4 % of a bare Express request, more than
+// labgate's whole session check). So the context goes into `res.locals`, Express's own per-request
+// store (a dictionary: no such cost), under a symbol that views never see, and `req.labgate` is an
+// accessor on Express's request prototype that reads it there. Outside Express (no `res.locals`, or a
+// request whose prototype is Node's own) it is a plain property, as before.
+const CONTEXT = Symbol('labgate.context');
+type Locals = Record<PropertyKey, unknown>;
+type ExpressRequest = IncomingMessage & { labgate?: LabgateContext };
+
+/** The prototypes (Express's request objects) that carry the `labgate` accessor. */
+const withAccessor = new WeakSet<object>();
+let lastPrototype: object | null = null;
+
+/**
+ * Makes `req.labgate` an accessor on the topmost Express request prototype of `req` (the one right
+ * above Node's `IncomingMessage.prototype`, shared by every app and sub-app of that Express), once.
+ * False when `req` has no such prototype, or something else already defines `labgate` there.
+ */
+function accessorFor(req: IncomingMessage): boolean {
+  const prototype = Object.getPrototypeOf(req) as object | null;
+  if (prototype === lastPrototype) return true;
+  let base = prototype;
+  while (base !== null && Object.getPrototypeOf(base) !== IncomingMessage.prototype)
+    base = Object.getPrototypeOf(base) as object | null;
+  if (base === null) return false;
+  if (!withAccessor.has(base)) {
+    if (Object.getOwnPropertyDescriptor(base, 'labgate')) return false;
+    Object.defineProperty(base, 'labgate', {
+      configurable: true,
+      enumerable: false,
+      get(this: IncomingMessage & { res?: { locals?: Locals } }) {
+        return this.res?.locals?.[CONTEXT];
+      },
+      // An app (or a test) that assigns `req.labgate` itself gets a plain property on that request.
+      set(this: ExpressRequest, value: unknown) {
+        Object.defineProperty(this, 'labgate', {
+          value,
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        });
+      },
+    });
+    withAccessor.add(base);
+  }
+  lastPrototype = prototype;
+  return true;
+}
+
+/** Sets `req.labgate` (see {@link CONTEXT}) and returns the context. */
+function setContext(req: ExpressRequest, res: ServerResponse, ctx: LabgateContext): LabgateContext {
+  const locals = (res as ServerResponse & { locals?: Locals }).locals;
+  if (
+    typeof locals === 'object' &&
+    locals !== null &&
+    (req as IncomingMessage & { res?: unknown }).res === res &&
+    !Object.hasOwn(req, 'labgate') &&
+    accessorFor(req)
+  )
+    locals[CONTEXT] = ctx;
+  else req.labgate = ctx;
+  return ctx;
+}
+
 /** The URL Express saw, as a Web `Request` on the app's configured origin (never the Host header's). */
 function webRequest(
   auth: Labgate,
@@ -112,13 +178,12 @@ function isOwnRoute(url: string, prefix: string): boolean {
 
 /**
  * Sets `req.labgate` at once when the cookie alone tells (a session verified moments ago, or no
- * session cookie: the common request); false when only the store can tell ({@link attachFromStore}).
+ * session cookie: the common request) and returns it; undefined when only the store can tell
+ * ({@link attachFromStore}).
  */
-function attachCached(auth: Labgate, req: IncomingMessage & { labgate?: LabgateContext }): boolean {
+function attachCached(auth: Labgate, req: ExpressRequest, res: ServerResponse): LabgateContext | undefined {
   const known = auth.getCachedSession(req.headers.cookie);
-  if (known === undefined) return false;
-  req.labgate = context(auth, known);
-  return true;
+  return known === undefined ? undefined : setContext(req, res, context(auth, known));
 }
 
 /**
@@ -127,17 +192,14 @@ function attachCached(auth: Labgate, req: IncomingMessage & { labgate?: LabgateC
  */
 function attachFromStore(
   auth: Labgate,
-  req: IncomingMessage & { labgate?: LabgateContext },
+  req: ExpressRequest,
   res: ServerResponse,
   options: ExpressOptions,
-  then: () => void,
+  then: (ctx: LabgateContext) => void,
   fail: Next,
 ): void {
   auth.getSessionFromCookies(req.headers.cookie).then(
-    (session) => {
-      req.labgate = context(auth, session);
-      then();
-    },
+    (session) => then(setContext(req, res, context(auth, session))),
     (error: unknown) => {
       // Never a stack trace: the same page labgate's routes give when the store is unreachable.
       sendWebResponse(res, auth.errorResponse(error, webRequest(auth, req, res, options))).catch(fail);
@@ -168,8 +230,8 @@ export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware
         .catch(next);
       return;
     }
-    if (attachCached(auth, req)) next();
-    else attachFromStore(auth, req, res, options, next, next);
+    if (attachCached(auth, req, res)) next();
+    else attachFromStore(auth, req, res, options, () => next(), next);
   };
 }
 
@@ -225,14 +287,13 @@ export function requireUser(options?: RequireUserOptions): Middleware;
 export function requireUser(first?: Labgate | RequireUserOptions, second?: RequireUserOptions): Middleware {
   const { auth, options } = guardArguments(first, second);
   return (req, res, next) => {
-    const ctx = req.labgate;
+    const ctx = req.labgate ?? (auth && attachCached(auth, req, res));
     if (ctx) admit(req, res, next, ctx, options);
     else if (!auth)
       next(
         new TypeError('labgate: requireUser() needs app.use(labgate(auth)) before it, or requireUser(auth)'),
       );
-    else if (attachCached(auth, req)) admit(req, res, next, req.labgate!, options);
-    else attachFromStore(auth, req, res, {}, () => admit(req, res, next, req.labgate!, options), next);
+    else attachFromStore(auth, req, res, {}, (found) => admit(req, res, next, found, options), next);
   };
 }
 

@@ -291,6 +291,88 @@ describe('labgate/express mounted at its prefix, guards given the instance', () 
   });
 });
 
+describe('where req.labgate lives', () => {
+  let server: Server;
+  let origin: string;
+  let instance: Labgate;
+
+  /** What a route sees of req.labgate: whether it is the request's own property, and the user. */
+  const seen = (req: express.Request, res: express.Response) =>
+    res.json({
+      own: Object.hasOwn(req, 'labgate'),
+      user: req.labgate ? (req.labgate.user?.username ?? null) : 'absent',
+      locals: Object.keys(res.locals),
+    });
+
+  beforeAll(async () => {
+    ({ server, origin } = await listen());
+    instance = auth(origin);
+    const app = express();
+    app.use(instance.options.prefix, labgate(instance));
+    app.get('/guarded', requireUser(instance), seen);
+    app.get('/optional', labgate(instance), seen);
+    // A sub-app: labgate runs in it, and the parent's route after it still sees the context.
+    const sub = express();
+    sub.get('/inner', labgate(instance), (_req, _res, next) => next());
+    app.use('/sub', sub);
+    app.get('/sub/inner', seen);
+    // An app that sets req.labgate itself (a test double, say) gets a plain property.
+    app.get(
+      '/assigned',
+      (req, _res, next) => {
+        req.labgate = { user: null, session: null, labgate: instance, accessToken: () => Promise.reject() };
+        next();
+      },
+      requireUser(instance, { api: true }),
+      seen,
+    );
+    app.get('/app-wide', (req, res, next) => labgate(instance)(req, res, next), seen);
+    server.on('request', app);
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  it('Express: an accessor over res.locals, not a property added to each request, and no visible local', async () => {
+    const { browser } = await signIn(origin, '/guarded');
+    for (const path of ['/guarded', '/optional', '/app-wide'])
+      expect(JSON.parse((await browser.get(`${origin}${path}`)).body)).toEqual({
+        own: false,
+        user: 'alice',
+        locals: [],
+      });
+    expect(await (await fetch(`${origin}/optional`)).json()).toEqual({ own: false, user: null, locals: [] });
+  });
+
+  it('is still there after a sub-app that set it hands the request back', async () => {
+    const { browser } = await signIn(origin, '/guarded');
+    expect(JSON.parse((await browser.get(`${origin}/sub/inner`)).body)).toMatchObject({ user: 'alice' });
+  });
+
+  it('an app that assigns req.labgate itself keeps its own value', async () => {
+    const { browser } = await signIn(origin, '/guarded');
+    const res = await browser.request(`${origin}/assigned`, { headers: { accept: 'application/json' } });
+    // Its context has no user: the guard decides on it (401) instead of looking the session up.
+    expect(res.status).toBe(401);
+  });
+
+  it('outside Express (plain node:http, no res.locals), a plain property', async () => {
+    const { browser } = await signIn(origin, '/guarded');
+    const cookie = browser.jar.cookies('127.0.0.1').find((c) => c.name === 'labgate')!;
+    const { server: plain, origin: plainOrigin } = await listen();
+    const middleware = labgate(instance);
+    plain.on('request', (req: Parameters<typeof middleware>[0], res) =>
+      middleware(req, res, () =>
+        res.end(JSON.stringify({ own: Object.hasOwn(req, 'labgate'), user: req.labgate?.user?.username })),
+      ),
+    );
+    try {
+      const res = await fetch(`${plainOrigin}/x`, { headers: { cookie: `labgate=${cookie.value}` } });
+      expect(await res.json()).toEqual({ own: true, user: 'alice' });
+    } finally {
+      await new Promise<void>((resolve) => plain.close(() => resolve()));
+    }
+  });
+});
+
 describe('the reference app (examples/express)', () => {
   let server: Server;
   let origin: string;
