@@ -22,7 +22,8 @@
  *                what one more middleware and one more route handler cost in Express itself
  *   --shape-async  the same shape, next() called from a promise continuation (key shapeAsync)
  *   --shape-parts  each half of the shape alone: only the app.use middleware (key shapeUse), only
- *                the route guard (key shapeGuard)
+ *                the route guard (key shapeGuard); and what the shape's parts cost: a guard that sets
+ *                nothing (shapeBare), one property added to req (shapeProperty), res.locals (shapeLocals)
  *   --only KEYS  measure only these contestants (comma-separated: labgate, passport, authjs, shape,
  *                candidate; the anchor is always measured); for a quick A/B, not for RESULTS.md
  *   --ref REF    build the labgate of a git commit (git archive REF src | tsc, in a temporary folder) and
@@ -370,6 +371,9 @@ async function startInstance(instance) {
       ? [
           startServer('shape', { as: 'shapeUse', env: { SHAPE_PARTS: 'use' }, instance }),
           startServer('shape', { as: 'shapeGuard', env: { SHAPE_PARTS: 'guard' }, instance }),
+          startServer('shape', { as: 'shapeBare', env: { SHAPE_PARTS: 'bare-guard' }, instance }),
+          startServer('shape', { as: 'shapeProperty', env: { SHAPE_PARTS: 'property' }, instance }),
+          startServer('shape', { as: 'shapeLocals', env: { SHAPE_PARTS: 'locals' }, instance }),
         ]
       : []),
     ...(args['shape-async']
@@ -454,7 +458,16 @@ try {
   const labgateLike =
     labgateKeys.map((key) => pool[key]?.[0]?.cookie).find(Boolean) ?? `labgate=${'x'.repeat(120)}`;
   // The anchors get a Cookie header of the same kind (they ignore it), so every server parses one.
-  for (const key of ['bare', 'shape', 'shapeAsync', 'shapeUse', 'shapeGuard'])
+  for (const key of [
+    'bare',
+    'shape',
+    'shapeAsync',
+    'shapeUse',
+    'shapeGuard',
+    'shapeBare',
+    'shapeProperty',
+    'shapeLocals',
+  ])
     for (const server of pool[key] ?? []) server.cookie = labgateLike;
 } catch (error) {
   fail(`getting the session cookies failed: ${error.stack ?? error}`);
@@ -521,6 +534,21 @@ if (args['shape-parts']) {
     {
       key: 'shapeGuard',
       label: 'bare Express with only a route guard before the handler (no auth)',
+      target: '—',
+    },
+    {
+      key: 'shapeBare',
+      label: 'bare Express with a route guard that sets nothing (no auth)',
+      target: '—',
+    },
+    {
+      key: 'shapeProperty',
+      label: 'bare Express whose handler adds a property to `req` (no auth)',
+      target: '—',
+    },
+    {
+      key: 'shapeLocals',
+      label: 'bare Express whose handler puts the user in `res.locals` (no auth)',
       target: '—',
     },
   );

@@ -7,6 +7,9 @@
  * env: SHAPE_ASYNC=1 calls next() from a promise continuation, as a middleware that awaits does;
  * SHAPE_PARTS=use keeps only the `app.use` middleware (the handler checks `req.user`), SHAPE_PARTS=guard
  * only the guard (it reads the Cookie header itself): what each of the two costs on its own.
+ * SHAPE_PARTS=bare-guard: a guard that reads the Cookie header and sets nothing (one more route handler);
+ * property: no guard, the handler adds `req.user` (one property added to an Express request);
+ * locals: the same in `res.locals.user` (where labgate keeps its context).
  */
 import express from 'express';
 import { ALICE, listen, ready, unauthorized } from './common.mjs';
@@ -15,7 +18,23 @@ const { server, origin } = await listen();
 const app = express();
 const userOf = (req) => (req.headers.cookie ? ALICE : null);
 const parts = process.env.SHAPE_PARTS ?? 'use+guard';
-if (parts === 'guard') {
+if (parts === 'bare-guard') {
+  app.get(
+    '/me',
+    (req, res, next) => (req.headers.cookie ? next() : unauthorized(res)),
+    (_req, res) => res.json(ALICE),
+  );
+} else if (parts === 'property') {
+  app.get('/me', (req, res) => {
+    req.user = userOf(req);
+    return req.user ? res.json(req.user) : unauthorized(res);
+  });
+} else if (parts === 'locals') {
+  app.get('/me', (req, res) => {
+    res.locals.user = userOf(req);
+    return res.locals.user ? res.json(res.locals.user) : unauthorized(res);
+  });
+} else if (parts === 'guard') {
   app.get(
     '/me',
     (req, res, next) => {
