@@ -21,6 +21,8 @@
  *   --shape      add the anchor with labgate's app shape and no authentication (bench/servers/shape.mjs):
  *                what one more middleware and one more route handler cost in Express itself
  *   --shape-async  the same shape, next() called from a promise continuation (key shapeAsync)
+ *   --shape-loaded the same shape in a process that loaded labgate and discovered GitLab, with none
+ *                of it on /me (key shapeLoaded): what the larger process alone costs
  *   --shape-parts  each half of the shape alone: only the app.use middleware (key shapeUse), only
  *                the route guard (key shapeGuard); and what the shape's parts cost: a guard that sets
  *                nothing (shapeBare), one property added to req (shapeProperty), res.locals (shapeLocals)
@@ -81,6 +83,7 @@ const { values: args } = parseArgs({
     shape: { type: 'boolean', default: false },
     only: { type: 'string' },
     'shape-async': { type: 'boolean', default: false },
+    'shape-loaded': { type: 'boolean', default: false },
     'shape-parts': { type: 'boolean', default: false },
     'no-build': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
@@ -379,6 +382,9 @@ async function startInstance(instance) {
     ...(args['shape-async']
       ? [startServer('shape', { as: 'shapeAsync', env: { SHAPE_ASYNC: '1' }, instance })]
       : []),
+    ...(args['shape-loaded']
+      ? [startServer('shape', { as: 'shapeLoaded', env: { SHAPE_LOAD: 'labgate' }, instance })]
+      : []),
     ...candidates.map(({ key, dist }) =>
       startServer('labgate', { as: key, env: { LABGATE_DIST: dist }, profile: args.profile, instance }),
     ),
@@ -462,6 +468,7 @@ try {
     'bare',
     'shape',
     'shapeAsync',
+    'shapeLoaded',
     'shapeUse',
     'shapeGuard',
     'shapeBare',
@@ -552,6 +559,14 @@ if (args['shape-parts']) {
       target: '—',
     },
   );
+}
+if (args['shape-loaded']) {
+  contestants.splice(1, 0, {
+    key: 'shapeLoaded',
+    label:
+      'the shape anchor in a process that loaded labgate (instance made, GitLab discovered; none on /me)',
+    target: '—',
+  });
 }
 if (args['shape-async']) {
   contestants.splice(1, 0, {

@@ -10,11 +10,30 @@
  * SHAPE_PARTS=bare-guard: a guard that reads the Cookie header and sets nothing (one more route handler);
  * property: no guard, the handler adds `req.user` (one property added to an Express request);
  * locals: the same in `res.locals.user` (where labgate keeps its context).
+ * SHAPE_LOAD=labgate: the same app in a process that has loaded labgate, made an instance and
+ * discovered GitLab, with nothing of labgate on the request path: what the process alone costs.
  */
 import express from 'express';
 import { ALICE, listen, ready, unauthorized } from './common.mjs';
 
 const { server, origin } = await listen();
+if (process.env.SHAPE_LOAD === 'labgate') {
+  // The process of a labgate app without labgate on the request path: its modules loaded, an instance
+  // made and GitLab discovered over fetch (as at a sign-in), kept alive as an app keeps it.
+  const { createLabgate } = await import('labgate');
+  await import('labgate/express');
+  await import('labgate/stores');
+  const auth = createLabgate({
+    gitlabUrl: process.env.GITLAB_URL,
+    clientId: process.env.GITLAB_CLIENT_ID,
+    clientSecret: process.env.GITLAB_CLIENT_SECRET,
+    url: origin,
+    secret: process.env.LABGATE_SECRET,
+    logger: false,
+  });
+  await auth.ready();
+  globalThis.labgate = auth;
+}
 const app = express();
 const userOf = (req) => (req.headers.cookie ? ALICE : null);
 const parts = process.env.SHAPE_PARTS ?? 'use+guard';
