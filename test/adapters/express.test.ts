@@ -5,6 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import express4 from 'express4';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createApp } from '../../examples/express/app.js';
 import { labgate, requireAccess, requireRole, requireUser } from '../../src/adapters/express.js';
@@ -291,7 +292,10 @@ describe('labgate/express mounted at its prefix, guards given the instance', () 
   });
 });
 
-describe('where req.labgate lives', () => {
+describe.each([
+  ['Express 5', express],
+  ['Express 4', express4],
+])('where req.labgate lives (%s)', (_major, express) => {
   let server: Server;
   let origin: string;
   let instance: Labgate;
