@@ -25,7 +25,8 @@
  *                of it on /me (key shapeLoaded): what the larger process alone costs
  *   --shape-parts  each half of the shape alone: only the app.use middleware (key shapeUse), only
  *                the route guard (key shapeGuard); and what the shape's parts cost: a guard that sets
- *                nothing (shapeBare), one property added to req (shapeProperty), res.locals (shapeLocals)
+ *                nothing (shapeBare), one property added to req (shapeProperty), res.locals (shapeLocals),
+ *                a WeakMap keyed by req (shapeWeakMap)
  *   --only KEYS  measure only these contestants (comma-separated: labgate, passport, authjs, shape,
  *                candidate; the anchor is always measured); for a quick A/B, not for RESULTS.md
  *   --ref REF    build the labgate of a git commit (git archive REF src | tsc, in a temporary folder) and
@@ -377,6 +378,7 @@ async function startInstance(instance) {
           startServer('shape', { as: 'shapeBare', env: { SHAPE_PARTS: 'bare-guard' }, instance }),
           startServer('shape', { as: 'shapeProperty', env: { SHAPE_PARTS: 'property' }, instance }),
           startServer('shape', { as: 'shapeLocals', env: { SHAPE_PARTS: 'locals' }, instance }),
+          startServer('shape', { as: 'shapeWeakMap', env: { SHAPE_PARTS: 'weakmap' }, instance }),
         ]
       : []),
     ...(args['shape-async']
@@ -474,6 +476,7 @@ try {
     'shapeBare',
     'shapeProperty',
     'shapeLocals',
+    'shapeWeakMap',
   ])
     for (const server of pool[key] ?? []) server.cookie = labgateLike;
 } catch (error) {
@@ -551,6 +554,11 @@ if (args['shape-parts']) {
     {
       key: 'shapeProperty',
       label: 'bare Express whose handler adds a property to `req` (no auth)',
+      target: '—',
+    },
+    {
+      key: 'shapeWeakMap',
+      label: 'bare Express whose handler keeps the user in a WeakMap keyed by `req` (no auth)',
       target: '—',
     },
     {

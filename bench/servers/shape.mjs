@@ -9,7 +9,8 @@
  * only the guard (it reads the Cookie header itself): what each of the two costs on its own.
  * SHAPE_PARTS=bare-guard: a guard that reads the Cookie header and sets nothing (one more route handler);
  * property: no guard, the handler adds `req.user` (one property added to an Express request);
- * locals: the same in `res.locals.user` (where labgate keeps its context).
+ * locals: the same in `res.locals.user`; weakmap: in a WeakMap keyed by the request (where labgate
+ * keeps its context).
  * SHAPE_LOAD=labgate: the same app in a process that has loaded labgate, made an instance and
  * discovered GitLab, with nothing of labgate on the request path: what the process alone costs.
  */
@@ -47,6 +48,13 @@ if (parts === 'bare-guard') {
   app.get('/me', (req, res) => {
     req.user = userOf(req);
     return req.user ? res.json(req.user) : unauthorized(res);
+  });
+} else if (parts === 'weakmap') {
+  const users = new WeakMap();
+  app.get('/me', (req, res) => {
+    users.set(req, userOf(req));
+    const user = users.get(req);
+    return user ? res.json(user) : unauthorized(res);
   });
 } else if (parts === 'locals') {
   app.get('/me', (req, res) => {

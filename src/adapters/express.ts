@@ -84,13 +84,11 @@ function context(auth: Labgate, session: Session | null): LabgateContext {
 
 // Where `req.labgate` lives. Adding a property to an Express request is expensive: Express gives each
 // request a new prototype (`Object.setPrototypeOf(req, app.request)`), and V8 then adds properties to
-// it on a slow path (measured: one added property costs about 4 % of a bare Express request, more than
-// labgate's whole session check). So the context goes into `res.locals`, Express's own per-request
-// store (a dictionary: no such cost), under a symbol that views never see, and `req.labgate` is an
-// accessor on Express's request prototype that reads it there. Outside Express (no `res.locals`, or a
-// request whose prototype is Node's own) it is a plain property, as before.
-const CONTEXT = Symbol('labgate.context');
-type Locals = Record<PropertyKey, unknown>;
+// it on a slow path (measured: one added property costs 3–5 % of a bare Express request, more than
+// labgate's whole session check). So the context goes into a WeakMap keyed by the request (no such
+// cost; gone with the request), and `req.labgate` is an accessor on Express's request prototype that
+// reads it there. Outside Express (a request whose prototype is Node's own) it is a plain property.
+const contexts = new WeakMap<IncomingMessage, LabgateContext>();
 type ExpressRequest = IncomingMessage & { labgate?: LabgateContext };
 
 /** The prototypes (Express's request objects) that carry the `labgate` accessor. */
@@ -114,8 +112,8 @@ function accessorFor(req: IncomingMessage): boolean {
     Object.defineProperty(base, 'labgate', {
       configurable: true,
       enumerable: false,
-      get(this: IncomingMessage & { res?: { locals?: Locals } }) {
-        return this.res?.locals?.[CONTEXT];
+      get(this: IncomingMessage) {
+        return contexts.get(this);
       },
       // An app (or a test) that assigns `req.labgate` itself gets a plain property on that request.
       set(this: ExpressRequest, value: unknown) {
@@ -133,17 +131,9 @@ function accessorFor(req: IncomingMessage): boolean {
   return true;
 }
 
-/** Sets `req.labgate` (see {@link CONTEXT}) and returns the context. */
-function setContext(req: ExpressRequest, res: ServerResponse, ctx: LabgateContext): LabgateContext {
-  const locals = (res as ServerResponse & { locals?: Locals }).locals;
-  if (
-    typeof locals === 'object' &&
-    locals !== null &&
-    (req as IncomingMessage & { res?: unknown }).res === res &&
-    !Object.hasOwn(req, 'labgate') &&
-    accessorFor(req)
-  )
-    locals[CONTEXT] = ctx;
+/** Sets `req.labgate` (see {@link contexts}) and returns the context. */
+function setContext(req: ExpressRequest, ctx: LabgateContext): LabgateContext {
+  if (!Object.hasOwn(req, 'labgate') && accessorFor(req)) contexts.set(req, ctx);
   else req.labgate = ctx;
   return ctx;
 }
@@ -181,9 +171,9 @@ function isOwnRoute(url: string, prefix: string): boolean {
  * session cookie: the common request) and returns it; undefined when only the store can tell
  * ({@link attachFromStore}).
  */
-function attachCached(auth: Labgate, req: ExpressRequest, res: ServerResponse): LabgateContext | undefined {
+function attachCached(auth: Labgate, req: ExpressRequest): LabgateContext | undefined {
   const known = auth.getCachedSession(req.headers.cookie);
-  return known === undefined ? undefined : setContext(req, res, context(auth, known));
+  return known === undefined ? undefined : setContext(req, context(auth, known));
 }
 
 /**
@@ -199,7 +189,7 @@ function attachFromStore(
   fail: Next,
 ): void {
   auth.getSessionFromCookies(req.headers.cookie).then(
-    (session) => then(setContext(req, res, context(auth, session))),
+    (session) => then(setContext(req, context(auth, session))),
     (error: unknown) => {
       // Never a stack trace: the same page labgate's routes give when the store is unreachable.
       sendWebResponse(res, auth.errorResponse(error, webRequest(auth, req, res, options))).catch(fail);
@@ -230,7 +220,7 @@ export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware
         .catch(next);
       return;
     }
-    if (attachCached(auth, req, res)) next();
+    if (attachCached(auth, req)) next();
     else attachFromStore(auth, req, res, options, () => next(), next);
   };
 }
@@ -287,7 +277,7 @@ export function requireUser(options?: RequireUserOptions): Middleware;
 export function requireUser(first?: Labgate | RequireUserOptions, second?: RequireUserOptions): Middleware {
   const { auth, options } = guardArguments(first, second);
   return (req, res, next) => {
-    const ctx = req.labgate ?? (auth && attachCached(auth, req, res));
+    const ctx = req.labgate ?? (auth && attachCached(auth, req));
     if (ctx) admit(req, res, next, ctx, options);
     else if (!auth)
       next(

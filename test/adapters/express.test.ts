@@ -331,13 +331,23 @@ describe.each([
       seen,
     );
     app.get('/app-wide', (req, res, next) => labgate(instance)(req, res, next), seen);
+    // A middleware after labgate that replaces res.locals wholesale does not lose the context.
+    app.get(
+      '/locals-replaced',
+      labgate(instance),
+      (_req, res, next) => {
+        res.locals = Object.create(null);
+        next();
+      },
+      seen,
+    );
     server.on('request', app);
   });
   afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-  it('Express: an accessor over res.locals, not a property added to each request, and no visible local', async () => {
+  it('Express: an accessor, not a property added to each request, and nothing in res.locals', async () => {
     const { browser } = await signIn(origin, '/guarded');
-    for (const path of ['/guarded', '/optional', '/app-wide'])
+    for (const path of ['/guarded', '/optional', '/app-wide', '/locals-replaced'])
       expect(JSON.parse((await browser.get(`${origin}${path}`)).body)).toEqual({
         own: false,
         user: 'alice',
@@ -358,7 +368,7 @@ describe.each([
     expect(res.status).toBe(401);
   });
 
-  it('outside Express (plain node:http, no res.locals), a plain property', async () => {
+  it('outside Express (plain node:http), a plain property', async () => {
     const { browser } = await signIn(origin, '/guarded');
     const cookie = browser.jar.cookies('127.0.0.1').find((c) => c.name === 'labgate')!;
     const { server: plain, origin: plainOrigin } = await listen();
