@@ -17,6 +17,18 @@ export function unauthorized(res) {
   res.status(401).json({ error: 'session_required' });
 }
 
+/** The `createLabgate` options every labgate process of the bench shares (GitLab app and secret from env). */
+export function labgateOptions(origin) {
+  return {
+    gitlabUrl: process.env.GITLAB_URL,
+    clientId: process.env.GITLAB_CLIENT_ID,
+    clientSecret: process.env.GITLAB_CLIENT_SECRET,
+    url: origin,
+    secret: process.env.LABGATE_SECRET,
+    logger: false,
+  };
+}
+
 /** Listens on 127.0.0.1 with a free port; returns the server and its origin. */
 export async function listen() {
   const server = createServer();

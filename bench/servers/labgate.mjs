@@ -11,7 +11,7 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import express from 'express';
-import { listen, publicUser, ready } from './common.mjs';
+import { labgateOptions, listen, publicUser, ready } from './common.mjs';
 
 const dist = process.env.LABGATE_DIST;
 const from = (path) => pathToFileURL(join(dist, path)).href;
@@ -21,15 +21,10 @@ const { openStore } = await import(dist ? from('stores/index.js') : 'labgate/sto
 
 const { server, origin } = await listen();
 const auth = createLabgate({
-  gitlabUrl: process.env.GITLAB_URL,
-  clientId: process.env.GITLAB_CLIENT_ID,
-  clientSecret: process.env.GITLAB_CLIENT_SECRET,
-  url: origin,
-  secret: process.env.LABGATE_SECRET,
+  ...labgateOptions(origin),
   scopes: 'openid profile email read_user',
   // LABGATE_STORE (sqlite:…, postgres://…, redis://…) for the per-store runs; memory otherwise.
   store: process.env.LABGATE_STORE ? await openStore(process.env.LABGATE_STORE) : new MemoryStore(),
-  logger: false,
 });
 const app = express();
 // api: true: a request without a session gets 401 JSON whatever its Accept header (wrk sends none).

@@ -15,7 +15,7 @@
  * discovered GitLab, with nothing of labgate on the request path: what the process alone costs.
  */
 import express from 'express';
-import { ALICE, listen, ready, unauthorized } from './common.mjs';
+import { ALICE, labgateOptions, listen, ready, unauthorized } from './common.mjs';
 
 const { server, origin } = await listen();
 if (process.env.SHAPE_LOAD === 'labgate') {
@@ -24,14 +24,7 @@ if (process.env.SHAPE_LOAD === 'labgate') {
   const { createLabgate } = await import('labgate');
   await import('labgate/express');
   await import('labgate/stores');
-  const auth = createLabgate({
-    gitlabUrl: process.env.GITLAB_URL,
-    clientId: process.env.GITLAB_CLIENT_ID,
-    clientSecret: process.env.GITLAB_CLIENT_SECRET,
-    url: origin,
-    secret: process.env.LABGATE_SECRET,
-    logger: false,
-  });
+  const auth = createLabgate(labgateOptions(origin));
   await auth.ready();
   globalThis.labgate = auth;
 }

@@ -55,11 +55,7 @@ export interface ExpressOptions {
 }
 
 type Next = (error?: unknown) => void;
-type Middleware = (
-  req: IncomingMessage & { labgate?: LabgateContext },
-  res: ServerResponse,
-  next: Next,
-) => void;
+type Middleware = (req: ExpressRequest, res: ServerResponse, next: Next) => void;
 
 // A class, not an object literal with a closure: one small allocation on every request.
 class Context implements LabgateContext {
