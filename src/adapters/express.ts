@@ -42,8 +42,8 @@ export interface LabgateContext {
 declare global {
   namespace Express {
     interface Request {
-      /** Set by labgate's middleware. */
-      labgate?: LabgateContext;
+      /** Set by labgate's middleware and guards (an app may assign its own, or undefined to clear it). */
+      labgate?: LabgateContext | undefined;
     }
   }
 }
@@ -78,17 +78,20 @@ function context(auth: Labgate, session: Session | null): LabgateContext {
   return new Context(auth, session);
 }
 
-// Where `req.labgate` lives. Adding a property to an Express request is expensive: Express gives each
-// request a new prototype (`Object.setPrototypeOf(req, app.request)`), and V8 then adds properties to
-// it on a slow path (measured: one added property costs 3–5 % of a bare Express request, more than
-// labgate's whole session check). So the context goes into a WeakMap keyed by the request (no such
-// cost; gone with the request), and `req.labgate` is an accessor on Express's request prototype that
-// reads it there. Outside Express (a request whose prototype is Node's own) it is a plain property.
+// Where `req.labgate` lives. Express gives each request a new prototype
+// (`Object.setPrototypeOf(req, app.request)`), after which V8 gives the request a shape of its own:
+// adding a property to it takes V8's slow path (measured: one added property costs 3–5 % of a bare
+// Express request, more than labgate's whole session check), and every property read on it is a full
+// lookup through its prototypes. So the context goes into a WeakMap keyed by the request (gone with
+// the request); labgate's guards read it there, and `req.labgate` is an accessor on Express's request
+// prototype that reads and writes it there for the app. Outside Express (a request whose prototype is
+// Node's own) it is a plain property.
 const contexts = new WeakMap<IncomingMessage, LabgateContext>();
-type ExpressRequest = IncomingMessage & { labgate?: LabgateContext };
+type ExpressRequest = IncomingMessage & { labgate?: LabgateContext | undefined };
 
 /** The prototypes (Express's request objects) that carry the `labgate` accessor. */
 const withAccessor = new WeakSet<object>();
+/** The prototype of the last request found to have the accessor on its chain. */
 let lastPrototype: object | null = null;
 
 /**
@@ -111,14 +114,10 @@ function accessorFor(req: IncomingMessage): boolean {
       get(this: IncomingMessage) {
         return contexts.get(this);
       },
-      // An app (or a test) that assigns `req.labgate` itself gets a plain property on that request.
-      set(this: ExpressRequest, value: unknown) {
-        Object.defineProperty(this, 'labgate', {
-          value,
-          writable: true,
-          enumerable: true,
-          configurable: true,
-        });
+      // An app (or a test double) that assigns `req.labgate` itself: kept where the guards read it.
+      set(this: IncomingMessage, value: LabgateContext | undefined) {
+        if (value === undefined) contexts.delete(this);
+        else contexts.set(this, value);
       },
     });
     withAccessor.add(base);
@@ -129,9 +128,17 @@ function accessorFor(req: IncomingMessage): boolean {
 
 /** Sets `req.labgate` (see {@link contexts}) and returns the context. */
 function setContext(req: ExpressRequest, ctx: LabgateContext): LabgateContext {
-  if (!Object.hasOwn(req, 'labgate') && accessorFor(req)) contexts.set(req, ctx);
+  if (accessorFor(req)) contexts.set(req, ctx);
   else req.labgate = ctx;
   return ctx;
+}
+
+/**
+ * The context on `req`, if any. An Express request's is read from the WeakMap, without a lookup of
+ * `labgate` through the request's prototypes; another request's is its property.
+ */
+function attached(req: ExpressRequest): LabgateContext | undefined {
+  return contexts.get(req) ?? (Object.getPrototypeOf(req) === lastPrototype ? undefined : req.labgate);
 }
 
 /** The URL Express saw, as a Web `Request` on the app's configured origin (never the Host header's). */
@@ -273,7 +280,7 @@ export function requireUser(options?: RequireUserOptions): Middleware;
 export function requireUser(first?: Labgate | RequireUserOptions, second?: RequireUserOptions): Middleware {
   const { auth, options } = guardArguments(first, second);
   return (req, res, next) => {
-    const ctx = req.labgate ?? (auth && attachCached(auth, req));
+    const ctx = attached(req) ?? (auth && attachCached(auth, req));
     if (ctx) admit(req, res, next, ctx, options);
     else if (!auth)
       next(
@@ -341,7 +348,7 @@ export function requireRole(
   return (req, res, next) => {
     signedIn(req, res, (error?: unknown) => {
       if (error) return next(error);
-      const ctx = req.labgate!;
+      const ctx = attached(req)!;
       if (ctx.user!.roles.includes(role)) return next();
       refuse(req, res, ctx.labgate, `This page needs the role “${role}”.`);
     });
@@ -371,7 +378,7 @@ export function requireAccess(
   return (req, res, next) => {
     signedIn(req, res, (error?: unknown) => {
       if (error) return next(error);
-      const ctx = req.labgate!;
+      const ctx = attached(req)!;
       ctx.labgate.checkAccess(ctx.session!, policy).then(
         (decision) => {
           if (decision.allowed) return next();

@@ -2,7 +2,7 @@
  * labgate/express in a real Express app on a real socket, signed in through the emulator, and the
  * reference app of examples/express.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import express4 from 'express4';
@@ -331,6 +331,19 @@ describe.each([
       seen,
     );
     app.get('/app-wide', (req, res, next) => labgate(instance)(req, res, next), seen);
+    // Guards that decide without the handler reading req.labgate (see the test on lookups).
+    app.get('/quiet', requireUser(instance, { api: true }), (_req, res) => res.send('ok'));
+    app.get('/quiet-app-wide', labgate(instance), requireUser({ api: true }), (_req, res) => res.send('ok'));
+    // An app that clears req.labgate after labgate set it.
+    app.get(
+      '/cleared',
+      labgate(instance),
+      (req, _res, next) => {
+        req.labgate = undefined;
+        next();
+      },
+      seen,
+    );
     // A middleware after labgate that replaces res.locals wholesale does not lose the context.
     app.get(
       '/locals-replaced',
@@ -366,6 +379,43 @@ describe.each([
     const res = await browser.request(`${origin}/assigned`, { headers: { accept: 'application/json' } });
     // Its context has no user: the guard decides on it (401) instead of looking the session up.
     expect(res.status).toBe(401);
+  });
+
+  it('guards read the context without looking req.labgate up on the request', async () => {
+    const { browser } = await signIn(origin, '/guarded');
+    // The accessor labgate installed on Express's request prototype, wrapped to count reads.
+    let base: object = express.request;
+    while (Object.getPrototypeOf(base) !== IncomingMessage.prototype) base = Object.getPrototypeOf(base);
+    const descriptor = Object.getOwnPropertyDescriptor(base, 'labgate')!;
+    let reads = 0;
+    Object.defineProperty(base, 'labgate', {
+      ...descriptor,
+      get(this: IncomingMessage) {
+        reads++;
+        return descriptor.get!.call(this);
+      },
+    });
+    try {
+      for (const path of ['/quiet', '/quiet-app-wide']) {
+        const res = await browser.request(`${origin}${path}`, { headers: { accept: 'application/json' } });
+        expect([path, res.status, res.body]).toEqual([path, 200, 'ok']);
+      }
+      expect(reads).toBe(0);
+      // …while the app's own reads still go through it.
+      expect(JSON.parse((await browser.get(`${origin}/guarded`)).body)).toMatchObject({ user: 'alice' });
+      expect(reads).toBeGreaterThan(0);
+    } finally {
+      Object.defineProperty(base, 'labgate', descriptor);
+    }
+  });
+
+  it('an app that assigns undefined to req.labgate clears it', async () => {
+    const { browser } = await signIn(origin, '/guarded');
+    expect(JSON.parse((await browser.get(`${origin}/cleared`)).body)).toEqual({
+      own: false,
+      user: 'absent',
+      locals: [],
+    });
   });
 
   it('outside Express (plain node:http), a plain property', async () => {
