@@ -40,10 +40,10 @@ function start(
 }
 
 describe('labgate emulator', () => {
-  it('starts in well under a second and prints the URL, users and applications', async () => {
-    const began = performance.now();
+  // How fast it starts is measured in bench/emulator.mjs, not here: a wall-clock bound in a test
+  // fails on a loaded machine without anything being wrong.
+  it('starts and prints the URL, users and applications', async () => {
     const { url, output } = await start(['emulator', '--port', '0']);
-    expect(performance.now() - began).toBeLessThan(1500);
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(output).toContain('alice');
     expect(output).toContain('alice-password');
