@@ -55,6 +55,12 @@ export async function openStore(url: string = DEFAULT_STORE, options: OpenStoreO
   if (url.startsWith('sqlite:')) {
     const path =
       url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '') || DEFAULT_STORE.slice('sqlite:'.length);
+    // `sqlite://name/x.db` reads as a host and a path: neither the relative `name/x.db` it may mean
+    // nor the absolute `/name/x.db` a file system would make of it is safe to guess.
+    if (path.startsWith('//'))
+      throw new TypeError(
+        `labgate: LABGATE_STORE ${JSON.stringify(url)} names no file: write sqlite:relative/path.db, sqlite:/absolute/path.db or sqlite:///absolute/path.db`,
+      );
     const { createSqliteStore } = await import('./sqlite.js');
     return createSqliteStore({ path, ...now });
   }

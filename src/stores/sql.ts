@@ -75,7 +75,10 @@ export async function migrate(db: SqlExecutor, now: () => number): Promise<numbe
       const steps = migrations(db.bigint);
       for (let version = current + 1; version <= steps.length; version++) {
         for (const statement of steps[version - 1]!) await tx.run(statement, []);
-        await tx.run('INSERT INTO labgate_schema (version, applied_at) VALUES (?, ?)', [version, now()]);
+        await tx.run('INSERT INTO labgate_schema (version, applied_at) VALUES (?, ?)', [
+          version,
+          wholeMs(now()),
+        ]);
       }
       return steps.length;
     },
@@ -109,6 +112,14 @@ function toIdentity(row: Row): IdentityRecord {
 
 const SWEEP_EVERY = 200;
 
+/**
+ * Times are stored as whole milliseconds: PostgreSQL's BIGINT refuses a fraction, which an injected
+ * clock (`performance.timeOrigin + performance.now()`, say) gives.
+ */
+function wholeMs(time: number): number {
+  return Math.floor(time);
+}
+
 /** A {@link Store} over any {@link SqlExecutor}. */
 export class SqlStore implements Store {
   readonly #db: SqlExecutor;
@@ -117,8 +128,7 @@ export class SqlStore implements Store {
 
   constructor(db: SqlExecutor, now: () => number = Date.now) {
     this.#db = db;
-    // Times are stored as whole milliseconds (BIGINT in PostgreSQL rejects a fraction).
-    this.#now = () => Math.floor(now());
+    this.#now = () => wholeMs(now());
   }
 
   async #sweep(): Promise<void> {
@@ -185,9 +195,9 @@ export class SqlStore implements Store {
         record.identity,
         JSON.stringify(record.user),
         record.tokens,
-        record.createdAt,
-        record.expiresAt,
-        record.idleExpiresAt,
+        wholeMs(record.createdAt),
+        wholeMs(record.expiresAt),
+        wholeMs(record.idleExpiresAt),
       ],
     );
     await this.#sweep();
@@ -207,7 +217,7 @@ export class SqlStore implements Store {
     const now = this.#now();
     await this.#db.run(
       'UPDATE labgate_sessions SET idle_expires_at = ? WHERE id = ? AND expires_at > ? AND idle_expires_at > ?',
-      [idleExpiresAt, id, now, now],
+      [wholeMs(idleExpiresAt), id, now, now],
     );
   }
 
@@ -250,7 +260,13 @@ export class SqlStore implements Store {
         `INSERT INTO labgate_identities (issuer, sub, user_id, profile, updated_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (issuer, sub) DO UPDATE SET profile = excluded.profile, updated_at = excluded.updated_at
          RETURNING user_id`,
-        [identity.issuer, identity.sub, candidate, JSON.stringify(identity.profile), identity.updatedAt],
+        [
+          identity.issuer,
+          identity.sub,
+          candidate,
+          JSON.stringify(identity.profile),
+          wholeMs(identity.updatedAt),
+        ],
       );
       const userId = String(rows[0]!['user_id']);
       if (userId !== candidate && !options.linkTo)

@@ -69,6 +69,44 @@ describe('openStore', () => {
     expect(existsSync(path)).toBe(true);
   });
 
+  it('sqlite://NAME/PATH is refused with the forms that work, and no file is made', async () => {
+    const cwd = process.cwd();
+    process.chdir(dir.path);
+    try {
+      const name = uniqueName();
+      const error = await openStore(`sqlite://${name}/store.db`).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(TypeError);
+      const message = (error as TypeError).message;
+      expect(message).toContain(`sqlite://${name}/store.db`);
+      for (const form of [
+        'sqlite:relative/path.db',
+        'sqlite:/absolute/path.db',
+        'sqlite:///absolute/path.db',
+      ])
+        expect(message).toContain(form);
+      expect(existsSync(join(dir.path, name))).toBe(false);
+      expect(existsSync(`/${name}`)).toBe(false);
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
+  it('sqlite:NAME/PATH is relative to the working directory', async () => {
+    const cwd = process.cwd();
+    process.chdir(dir.path);
+    const name = uniqueName();
+    try {
+      const store = await openStore(`sqlite:${name}/store.db`);
+      await store.close?.();
+      expect(existsSync(join(dir.path, name, 'store.db'))).toBe(true);
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
   describeWithService(pg, 'postgres:// and postgresql://', () => {
     for (const scheme of ['postgres', 'postgresql']) {
       it(`${scheme}:// opens a PostgreSQL store on that database`, async () => {

@@ -36,6 +36,20 @@ describeWithService(service, 'postgres store', () => {
     }
   });
 
+  it('opens, migrates and stores with a clock that gives fractions of a millisecond', async () => {
+    const schema = await createPgSchema();
+    try {
+      const store = await createPostgresStore({ ...schema.config, now: () => Date.now() + 0.5 });
+      await store.put('k', 'v', 60_000.5);
+      expect(await store.get('k')).toBe('v');
+      await store.close();
+      const [row] = await schema.query('SELECT applied_at FROM labgate_schema ORDER BY version DESC LIMIT 1');
+      expect(Math.abs(Number(row!['applied_at']) - Date.now())).toBeLessThan(60_000);
+    } finally {
+      await schema.drop();
+    }
+  });
+
   it('keeps its tables in the schema of its search_path', async () => {
     const schema = await createPgSchema();
     try {

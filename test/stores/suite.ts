@@ -330,6 +330,35 @@ export function storeConformance(
         expect(await store.getSession('no-such-session')).toBeNull();
       });
 
+      test('times with a fraction of a millisecond (an injected clock) are kept to the millisecond', async (h) => {
+        const { store } = h;
+        const now = h.now();
+        const record = session(h, {
+          createdAt: now + 0.25,
+          expiresAt: now + 8 * HOUR + 0.5,
+          idleExpiresAt: now + HOUR + 0.75,
+        });
+        await store.setSession(record);
+        await store.touchSession(record.id, now + 2 * HOUR + 0.5);
+        const kept = await store.getSession(record.id);
+        expect(kept).not.toBeNull();
+        for (const [field, expected] of [
+          ['createdAt', now + 0.25],
+          ['expiresAt', now + 8 * HOUR + 0.5],
+          ['idleExpiresAt', now + 2 * HOUR + 0.5],
+        ] as const)
+          expect(Math.abs(kept![field] - expected), field).toBeLessThan(1);
+        const identity = {
+          issuer: 'https://gitlab.example.com',
+          sub: '42',
+          profile: sessionUser(),
+          updatedAt: now + 0.5,
+        };
+        const userId = await store.upsertIdentity(identity, { newUserId: 'u-fraction' });
+        const [listed] = await store.listIdentities(userId);
+        expect(Math.abs(listed!.updatedAt - identity.updatedAt)).toBeLessThan(1);
+      });
+
       test('set replaces a session', async (h) => {
         const { store } = h;
         const record = session(h);
