@@ -27,6 +27,10 @@
  *                the route guard (key shapeGuard); and what the shape's parts cost: a guard that sets
  *                nothing (shapeBare), one property added to req (shapeProperty), res.locals (shapeLocals),
  *                a WeakMap keyed by req (shapeWeakMap)
+ *   --labgate-parts  labgate's prefix form taken apart, each in a signed-in labgate process: /me behind a
+ *                guard that only checks for a Cookie header (labgateProcess), a guard that looks the
+ *                session up with getCachedSession and sets nothing (labgateLookup), the lookup in the
+ *                handler, which answers from the session's user (labgateLookupHandler)
  *   --only KEYS  measure only these contestants (comma-separated: labgate, passport, authjs, shape,
  *                candidate; the anchor is always measured); for a quick A/B, not for RESULTS.md
  *   --ref REF    build the labgate of a git commit (git archive REF src | tsc, in a temporary folder) and
@@ -86,6 +90,7 @@ const { values: args } = parseArgs({
     'shape-async': { type: 'boolean', default: false },
     'shape-loaded': { type: 'boolean', default: false },
     'shape-parts': { type: 'boolean', default: false },
+    'labgate-parts': { type: 'boolean', default: false },
     'no-build': { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
@@ -176,6 +181,24 @@ if (!args['no-build'] && !labgateDist && !args.ref) {
 tmp = mkdtempSync(join(os.tmpdir(), 'labgate-bench-'));
 
 // --stores: labgate on each store of the persistence issue, and express-session on Redis.
+/** --labgate-parts: the prefix form taken apart (bench/servers/labgate.mjs, BENCH_MOUNT). */
+const LABGATE_PARTS = [
+  {
+    key: 'labgateProcess',
+    mount: 'process',
+    label: 'a signed-in labgate process, `/me` behind a guard that only checks for a Cookie header',
+  },
+  {
+    key: 'labgateLookup',
+    mount: 'lookup',
+    label: 'the same, the guard looks the session up (`getCachedSession`) and sets nothing',
+  },
+  {
+    key: 'labgateLookupHandler',
+    mount: 'lookup-handler',
+    label: 'the same, the lookup in the handler, which answers from the session’s user',
+  },
+];
 const STORE_CONTESTANTS = [
   {
     key: 'sqlite',
@@ -355,6 +378,11 @@ async function startInstance(instance) {
     startServer('passport', { instance }),
     startServer('authjs', { instance }),
     ...(args.shape ? [startServer('shape', { profile: args.profile, instance })] : []),
+    ...(args['labgate-parts']
+      ? LABGATE_PARTS.map(({ key, mount }) =>
+          startServer('labgate', { as: key, env: { ...labgateEnv, BENCH_MOUNT: mount }, instance }),
+        )
+      : []),
     ...(args.stores
       ? [
           ...STORE_CONTESTANTS.map((c) =>
@@ -455,6 +483,7 @@ async function authjsCookie({ cookieName }) {
 const ALICE = { id: 1, username: 'alice', name: 'Alice Liddell', email: 'alice@acme.test' };
 try {
   const labgateKeys = ['labgate', 'labgatePrefix', ...candidates.map((c) => c.key)];
+  if (args['labgate-parts']) labgateKeys.push(...LABGATE_PARTS.map((c) => c.key));
   if (args.stores) labgateKeys.push(...STORE_CONTESTANTS.map((c) => c.key));
   // Every process has its own sessions (a MemoryStore each), so each signs in on its own.
   for (const key of labgateKeys)
@@ -536,6 +565,8 @@ if (args.stores) {
     target: '—',
   });
 }
+if (args['labgate-parts'])
+  contestants.splice(3, 0, ...LABGATE_PARTS.map(({ key, label }) => ({ key, label, target: '—' })));
 if (args['shape-parts']) {
   contestants.splice(
     1,
