@@ -59,7 +59,7 @@ export async function openStore(url: string = DEFAULT_STORE, options: OpenStoreO
     // nor the absolute `/name/x.db` a file system would make of it is safe to guess.
     if (path.startsWith('//'))
       throw new TypeError(
-        `labgate: LABGATE_STORE ${JSON.stringify(url)} names no file: write sqlite:relative/path.db, sqlite:/absolute/path.db or sqlite:///absolute/path.db`,
+        `labgate: LABGATE_STORE ${JSON.stringify(describeStore(url))} names no file: write sqlite:relative/path.db, sqlite:/absolute/path.db or sqlite:///absolute/path.db`,
       );
     const { createSqliteStore } = await import('./sqlite.js');
     return createSqliteStore({ path, ...now });

@@ -89,6 +89,13 @@ describe('openStore', () => {
         expect(message).toContain(form);
       expect(existsSync(join(dir.path, name))).toBe(false);
       expect(existsSync(`/${name}`)).toBe(false);
+      // A password in such a URL stays out of the message.
+      const withPassword = await openStore(`sqlite://admin:pw-123@${name}/store.db`).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect((withPassword as TypeError).message).toContain('names no file');
+      expect((withPassword as TypeError).message).not.toContain('pw-123');
     } finally {
       process.chdir(cwd);
     }
