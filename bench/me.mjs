@@ -180,7 +180,6 @@ if (!args['no-build'] && !labgateDist && !args.ref) {
 
 tmp = mkdtempSync(join(os.tmpdir(), 'labgate-bench-'));
 
-// --stores: labgate on each store of the persistence issue, and express-session on Redis.
 /** --labgate-parts: the prefix form taken apart (bench/servers/labgate.mjs, BENCH_MOUNT). */
 const LABGATE_PARTS = [
   {
@@ -199,6 +198,7 @@ const LABGATE_PARTS = [
     label: 'the same, the lookup in the handler, which answers from the session’s user',
   },
 ];
+// --stores: labgate on each store of the persistence issue, and express-session on Redis.
 const STORE_CONTESTANTS = [
   {
     key: 'sqlite',

@@ -278,28 +278,44 @@ function wantsHtml(req: IncomingMessage): boolean {
 export function requireUser(auth?: Labgate, options?: RequireUserOptions): Middleware;
 export function requireUser(options?: RequireUserOptions): Middleware;
 export function requireUser(first?: Labgate | RequireUserOptions, second?: RequireUserOptions): Middleware {
+  return signedIn(first, second, (_req, _res, next) => next());
+}
+
+/** What a guard does with a signed-in request, given its context. */
+type Admitted = (req: ExpressRequest, res: ServerResponse, next: Next, ctx: LabgateContext) => void;
+
+/**
+ * The guards' common part: finds the request's context (set by {@link labgate}, or looked up with
+ * the instance), sends signed-out users to sign in (or answers 401), and hands the others to `then`.
+ */
+function signedIn(
+  first: Labgate | RequireUserOptions | undefined,
+  second: RequireUserOptions | undefined,
+  then: Admitted,
+): Middleware {
   const { auth, options } = guardArguments(first, second);
   return (req, res, next) => {
     const ctx = attached(req) ?? (auth && attachCached(auth, req));
-    if (ctx) admit(req, res, next, ctx, options);
+    if (ctx) admit(req, res, next, ctx, options, then);
     else if (!auth)
       next(
         new TypeError('labgate: requireUser() needs app.use(labgate(auth)) before it, or requireUser(auth)'),
       );
-    else attachFromStore(auth, req, res, {}, (found) => admit(req, res, next, found, options), next);
+    else attachFromStore(auth, req, res, {}, (found) => admit(req, res, next, found, options, then), next);
   };
 }
 
-/** requireUser's decision, once `req.labgate` is set. */
+/** A guard's decision, once the request's context is known: `then` for a signed-in user. */
 function admit(
-  req: IncomingMessage,
+  req: ExpressRequest,
   res: ServerResponse,
   next: Next,
   ctx: LabgateContext,
   options: RequireUserOptions,
+  then: Admitted,
 ): void {
   if (ctx.user) {
-    next();
+    then(req, res, next, ctx);
     return;
   }
   const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
@@ -343,16 +359,10 @@ export function requireRole(
   first?: Labgate | RequireUserOptions,
   second?: RequireUserOptions,
 ): Middleware {
-  const { auth, options } = guardArguments(first, second);
-  const signedIn = auth ? requireUser(auth, options) : requireUser(options);
-  return (req, res, next) => {
-    signedIn(req, res, (error?: unknown) => {
-      if (error) return next(error);
-      const ctx = attached(req)!;
-      if (ctx.user!.roles.includes(role)) return next();
-      refuse(req, res, ctx.labgate, `This page needs the role “${role}”.`);
-    });
-  };
+  return signedIn(first, second, (req, res, next, ctx) => {
+    if (ctx.user!.roles.includes(role)) next();
+    else refuse(req, res, ctx.labgate, `This page needs the role “${role}”.`);
+  });
 }
 
 /**
@@ -373,24 +383,18 @@ export function requireAccess(
 ): Middleware {
   // A bad rule is a mistake in the app: refuse it when the route is declared, not on a request.
   normalisePolicy(typeof policy === 'string' ? { allow: [policy] } : policy);
-  const { auth, options } = guardArguments(first, second);
-  const signedIn = auth ? requireUser(auth, options) : requireUser(options);
-  return (req, res, next) => {
-    signedIn(req, res, (error?: unknown) => {
-      if (error) return next(error);
-      const ctx = attached(req)!;
-      ctx.labgate.checkAccess(ctx.session!, policy).then(
-        (decision) => {
-          if (decision.allowed) return next();
-          refuse(req, res, ctx.labgate, accessFailureText(decision.failed));
-        },
-        (failure: unknown) => {
-          sendWebResponse(
-            res,
-            ctx.labgate.errorResponse(failure, new Request(`${ctx.labgate.options.origin}/`)),
-          ).catch(next);
-        },
-      );
-    });
-  };
+  return signedIn(first, second, (req, res, next, ctx) => {
+    ctx.labgate.checkAccess(ctx.session!, policy).then(
+      (decision) => {
+        if (decision.allowed) return next();
+        refuse(req, res, ctx.labgate, accessFailureText(decision.failed));
+      },
+      (failure: unknown) => {
+        sendWebResponse(
+          res,
+          ctx.labgate.errorResponse(failure, new Request(`${ctx.labgate.options.origin}/`)),
+        ).catch(next);
+      },
+    );
+  });
 }
