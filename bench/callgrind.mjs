@@ -13,13 +13,17 @@ import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 
-/** The command line that runs a Node script under callgrind, counting off, its dumps in `dir`. */
-export function callgrindCommand(dir, name, nodeArgs) {
+/**
+ * The command line that runs a Node script under callgrind, counting off, its dumps in `dir`. With
+ * `simulate`, callgrind also simulates the caches and the branch predictors (and runs slower).
+ */
+export function callgrindCommand(dir, name, nodeArgs, simulate = false) {
   return [
     'valgrind',
     [
       '--tool=callgrind',
       '--instr-atstart=no',
+      ...(simulate ? ['--cache-sim=yes', '--branch-sim=yes'] : []),
       `--callgrind-out-file=${join(dir, `${name}.%p.out`)}`,
       process.execPath,
       ...nodeArgs,
@@ -66,22 +70,26 @@ export async function drive({ origin, cookie }, count, concurrency) {
   }
 }
 
-/** The total of executed instructions (`totals:` or `summary:`) in the newest dump of a process. */
-function lastTotal(dir, name, pid, before) {
+/**
+ * The totals of the newest dump of a process, by event (`Ir`, the executed instructions, and with
+ * the simulation also cache misses such as `I1mr` and mispredicted branches such as `Bcm`).
+ */
+function lastTotals(dir, name, pid, before) {
   const dumps = readdirSync(dir).filter((f) => f.startsWith(`${name}.${pid}.out`) && !before.has(f));
   if (dumps.length !== 1)
     throw new Error(`expected one new callgrind dump of ${name}, found ${dumps.length}`);
   before.add(dumps[0]);
   const text = readFileSync(join(dir, dumps[0]), 'utf8');
-  const total = /^(?:totals|summary): (\d+)/m.exec(text)?.[1];
-  if (!total) throw new Error(`no instruction total in ${dumps[0]}`);
-  return Number(total);
+  const events = /^events: (.+)$/m.exec(text)?.[1]?.trim().split(/\s+/);
+  const totals = /^(?:totals|summary): ([\d ]+)$/m.exec(text)?.[1]?.trim().split(/\s+/).map(Number);
+  if (!events || !totals || events[0] !== 'Ir') throw new Error(`no instruction total in ${dumps[0]}`);
+  return Object.fromEntries(events.map((event, i) => [event, totals[i] ?? 0]));
 }
 
 /**
  * Warms every server up (all at once: counts do not depend on the machine's load), then counts each
- * one's instructions over `requests` requests, `repeats` times. Returns instructions per request
- * per repeat, by server name.
+ * one's instructions over `requests` requests, `repeats` times. Returns, by server name, one entry
+ * per repeat: each event's count per request (`Ir`: instructions).
  */
 export async function countInstructions({ servers, dir, requests, warmup, repeats, concurrency, log }) {
   await Promise.all(servers.map((server) => drive(server, warmup, concurrency)));
@@ -106,10 +114,11 @@ export async function countInstructions({ servers, dir, requests, warmup, repeat
         await drive(server, requests, concurrency);
         control(pid, '--dump');
         control(pid, '--instr=off');
-        const perRequest = lastTotal(dir, server.name, pid, seen) / requests;
+        const totals = lastTotals(dir, server.name, pid, seen);
+        const perRequest = Object.fromEntries(Object.entries(totals).map(([e, n]) => [e, n / requests]));
         counts[server.name].push(perRequest);
         log(
-          `repeat ${repeat}/${repeats} ${server.name.padEnd(11)} ${Math.round(perRequest)} instructions/request`,
+          `repeat ${repeat}/${repeats} ${server.name.padEnd(11)} ${Math.round(perRequest.Ir)} instructions/request`,
         );
       }),
     );

@@ -26,11 +26,15 @@
  *   --shape-parts  each half of the shape alone: only the app.use middleware (key shapeUse), only
  *                the route guard (key shapeGuard); and what the shape's parts cost: a guard that sets
  *                nothing (shapeBare), one property added to req (shapeProperty), res.locals (shapeLocals),
- *                a WeakMap keyed by req (shapeWeakMap)
+ *                a WeakMap keyed by req (shapeWeakMap); the guard behind a middleware mounted at /auth
+ *                that never answered (shapeMounted) or answered the two requests of a sign-in before
+ *                the load (shapeMountedUsed)
  *   --labgate-parts  labgate's prefix form taken apart, each in a signed-in labgate process: /me behind a
  *                guard that only checks for a Cookie header (labgateProcess), a guard that looks the
  *                session up with getCachedSession and sets nothing (labgateLookup), the lookup in the
  *                handler, which answers from the session's user (labgateLookupHandler)
+ *   --simulate-cache  with --instructions: callgrind also simulates the caches and branch predictors and
+ *                the table adds misses per request (what costs time without costing instructions)
  *   --only KEYS  measure only these contestants (comma-separated: labgate, passport, authjs, shape,
  *                candidate; the anchor is always measured); for a quick A/B, not for RESULTS.md
  *   --ref REF    build the labgate of a git commit (git archive REF src | tsc, in a temporary folder) and
@@ -83,6 +87,7 @@ const { values: args } = parseArgs({
     instructions: { type: 'string' },
     repeats: { type: 'string', default: '3' },
     'instructions-connections': { type: 'string', default: '1' },
+    'simulate-cache': { type: 'boolean', default: false },
     dist: { type: 'string' },
     ref: { type: 'string' },
     shape: { type: 'boolean', default: false },
@@ -302,7 +307,7 @@ function startServer(name, { profile = false, as = name, env = {}, instance = 0 
   const [command, commandArgs] = args.instructions
     ? // V8's memory reducer collects garbage when a process looks idle by the wall clock, which
       // valgrind's slowdown fakes: off, so the count holds the collections the load itself causes.
-      callgrindCommand(callgrindDir, processName, ['--no-memory-reducer', script])
+      callgrindCommand(callgrindDir, processName, ['--no-memory-reducer', script], args['simulate-cache'])
     : [process.execPath, [...flags, script]];
   const child = spawn(command, commandArgs, {
     cwd: root,
@@ -407,6 +412,8 @@ async function startInstance(instance) {
           startServer('shape', { as: 'shapeProperty', env: { SHAPE_PARTS: 'property' }, instance }),
           startServer('shape', { as: 'shapeLocals', env: { SHAPE_PARTS: 'locals' }, instance }),
           startServer('shape', { as: 'shapeWeakMap', env: { SHAPE_PARTS: 'weakmap' }, instance }),
+          startServer('shape', { as: 'shapeMounted', env: { SHAPE_PARTS: 'mounted' }, instance }),
+          startServer('shape', { as: 'shapeMountedUsed', env: { SHAPE_PARTS: 'mounted-used' }, instance }),
         ]
       : []),
     ...(args['shape-async']
@@ -506,11 +513,22 @@ try {
     'shapeProperty',
     'shapeLocals',
     'shapeWeakMap',
+    'shapeMounted',
+    'shapeMountedUsed',
   ])
     for (const server of pool[key] ?? []) server.cookie = labgateLike;
 } catch (error) {
   fail(`getting the session cookies failed: ${error.stack ?? error}`);
 }
+// shapeMountedUsed: its /auth mount answers the two requests of a sign-in before the load, from here
+// as a browser's would come (the server itself makes no request: fetch would load more of Node).
+for (const server of pool.shapeMountedUsed ?? [])
+  for (const path of ['/auth/login?returnTo=%2Fme', '/auth/callback?code=c&state=s']) {
+    const response = await fetch(`${server.origin}${path}`, { redirect: 'manual' });
+    if (response.status !== 302 && response.status !== 303)
+      fail(`${server.name}: GET ${path} answered ${response.status}, expected a redirect`);
+    await response.arrayBuffer();
+  }
 // GitLab stays up, as in real life: labgate re-checks each session's access every 5 minutes (with
 // no access policy, that its token still works), and a GitLab that has gone away would end the
 // sessions after the grace period. The bench counts what GitLab receives during the load instead: a
@@ -595,6 +613,17 @@ if (args['shape-parts']) {
     {
       key: 'shapeLocals',
       label: 'bare Express whose handler puts the user in `res.locals` (no auth)',
+      target: '—',
+    },
+    {
+      key: 'shapeMounted',
+      label:
+        'the route guard that sets nothing, behind a middleware mounted at `/auth` never called (no auth)',
+      target: '—',
+    },
+    {
+      key: 'shapeMountedUsed',
+      label: 'the same, after the `/auth` middleware answered the two requests of a sign-in (no auth)',
       target: '—',
     },
   );
@@ -1064,22 +1093,38 @@ async function instructionsReport() {
     concurrency,
     log: (line) => process.stderr.write(`bench: ${line}\n`),
   });
-  const perRequest = Object.fromEntries(contestants.map((c) => [c.key, median(counts[servers[c.key].name])]));
+  /** The median over the repeats of one event per request (the sum of several events). */
+  const per = (key, ...events) =>
+    median(counts[servers[key].name].map((repeat) => events.reduce((sum, e) => sum + (repeat[e] ?? 0), 0)));
+  const simulated = args['simulate-cache'];
+  // With the simulation: first-level instruction-cache misses, last-level misses (reads and writes,
+  // code and data: each one a trip to memory) and mispredicted branches (conditional and indirect).
+  const missColumns = simulated
+    ? [
+        ['I1 misses', ['I1mr']],
+        ['last-level misses', ['ILmr', 'DLmr', 'DLmw']],
+        ['mispredicted branches', ['Bcm', 'Bim']],
+      ]
+    : [];
   const out = [
     `Command: \`${command}\``,
-    `Each server under \`valgrind --tool=callgrind\`, counting on for ${requests} requests at a time (${concurrency} keep-alive connection${concurrency > 1 ? 's' : ''}), after a warm-up of ${5 * requests} and ${requests} more with instrumentation on; median of ${repeats} repeats.`,
+    `Each server under \`valgrind --tool=callgrind${simulated ? ' --cache-sim=yes --branch-sim=yes' : ''}\`, counting on for ${requests} requests at a time (${concurrency} keep-alive connection${concurrency > 1 ? 's' : ''}), after a warm-up of ${5 * requests} and ${requests} more with instrumentation on; median of ${repeats} repeats${simulated ? '; the misses are per request, with their ratio to bare Express in brackets' : ''}.`,
     '',
-    '| contestant | instructions per request (median) | repeats | ratio to bare Express (instructions) | target |',
-    '|---|---:|---|---:|---|',
+    `| contestant | instructions per request (median) | repeats | ratio to bare Express (instructions) |${missColumns.map(([title]) => ` ${title} |`).join('')} target |`,
+    `|---|---:|---|---:|${missColumns.map(() => '---:|').join('')}---|`,
     ...contestants.map((c) => {
-      const r = perRequest.bare / perRequest[c.key];
+      const r = per('bare', 'Ir') / per(c.key, 'Ir');
       const goal = /^≥ ([\d.]+)/.exec(c.target);
       const verdict = goal ? (r >= Number(goal[1]) ? ' ✔' : ' ✘') : '';
-      return `| ${c.label} | ${Math.round(perRequest[c.key]).toLocaleString('en')} | ${counts[
+      const misses = missColumns.map(([, events]) => {
+        const n = per(c.key, ...events);
+        return ` ${Math.round(n).toLocaleString('en')} (${(n / per('bare', ...events)).toFixed(2)}) |`;
+      });
+      return `| ${c.label} | ${Math.round(per(c.key, 'Ir')).toLocaleString('en')} | ${counts[
         servers[c.key].name
       ]
-        .map((x) => Math.round(x).toLocaleString('en'))
-        .join(', ')} | ${r.toFixed(3)} | ${c.target}${verdict} |`;
+        .map((x) => Math.round(x.Ir).toLocaleString('en'))
+        .join(', ')} | ${r.toFixed(3)} |${misses.join('')} ${c.target}${verdict} |`;
     }),
   ];
   process.stdout.write(`${out.join('\n')}\n`);
