@@ -413,7 +413,7 @@ async function startInstance(instance) {
           startServer('shape', { as: 'shapeLocals', env: { SHAPE_PARTS: 'locals' }, instance }),
           startServer('shape', { as: 'shapeWeakMap', env: { SHAPE_PARTS: 'weakmap' }, instance }),
           startServer('shape', { as: 'shapeMounted', env: { SHAPE_PARTS: 'mounted' }, instance }),
-          startServer('shape', { as: 'shapeMountedUsed', env: { SHAPE_PARTS: 'mounted-used' }, instance }),
+          startServer('shape', { as: 'shapeMountedUsed', env: { SHAPE_PARTS: 'mounted' }, instance }),
         ]
       : []),
     ...(args['shape-async']

@@ -12,9 +12,9 @@
  * locals: the same in `res.locals.user`; weakmap: in a WeakMap keyed by the request (where labgate
  * keeps its context).
  * SHAPE_PARTS=mounted: the bare guard, behind a middleware mounted at `/auth` that answers there (as
- * labgate's prefix form is mounted) and has never been called; mounted-used: the same server, which
- * bench/me.mjs has sent the two requests of a sign-in (`/auth/login`, `/auth/callback`) before the
- * load: what an Express app that has answered other routes pays at `/me`.
+ * labgate's prefix form is mounted); bench/me.mjs sends one such server (shapeMountedUsed) the two
+ * requests of a sign-in before the load and the other (shapeMounted) none: what an Express app that
+ * has answered other routes pays at `/me`.
  * SHAPE_LOAD=labgate: the same app in a process that has loaded labgate, made an instance and
  * discovered GitLab, with nothing of labgate on the request path: what the process alone costs.
  */
@@ -35,14 +35,14 @@ if (process.env.SHAPE_LOAD === 'labgate') {
 const app = express();
 const userOf = (req) => (req.headers.cookie ? ALICE : null);
 const parts = process.env.SHAPE_PARTS ?? 'use+guard';
-if (parts === 'mounted' || parts === 'mounted-used') {
+if (parts === 'mounted') {
   app.use('/auth', (req, res, next) => {
     if (req.url.startsWith('/login')) res.redirect(302, '/auth/callback');
     else if (req.url.startsWith('/callback')) res.redirect(303, '/me');
     else next();
   });
 }
-if (parts === 'bare-guard' || parts === 'mounted' || parts === 'mounted-used') {
+if (parts === 'bare-guard' || parts === 'mounted') {
   app.get(
     '/me',
     (req, res, next) => (req.headers.cookie ? next() : unauthorized(res)),
