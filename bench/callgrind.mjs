@@ -38,13 +38,15 @@ function control(pid, flag) {
 
 /**
  * Sends exactly `count` GET requests with `concurrency` keep-alive connections; rejects on any
- * answer but 200 (a run that counted errors would count the wrong work).
+ * answer but 200 (a run that counted errors would count the wrong work). A request that finds its
+ * reused connection closed by the server (whose keep-alive timeout valgrind's slowdown can outlast)
+ * is sent again, once, on a new one: the server never saw it.
  */
 export async function drive({ origin, cookie }, count, concurrency) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const url = new URL('/me', origin);
   let sent = 0;
-  const one = () =>
+  const one = (retry = true) =>
     new Promise((resolve, reject) => {
       const request = http.get(url, { agent, headers: { cookie } }, (response) => {
         response.resume();
@@ -55,7 +57,10 @@ export async function drive({ origin, cookie }, count, concurrency) {
         );
       });
       request.setTimeout(60_000, () => request.destroy(new Error('GET /me: no answer within 60 s')));
-      request.once('error', reject);
+      request.once('error', (error) => {
+        if (retry && request.reusedSocket && error.code === 'ECONNRESET') one(false).then(resolve, reject);
+        else reject(error);
+      });
     });
   const worker = async () => {
     while (sent < count) {

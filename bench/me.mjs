@@ -5,7 +5,7 @@
  * reported as ratios to bare Express.
  *
  *   node bench/me.mjs [--rounds 5] [--duration 5] [--connections 50] [--threads 1] [--warmup 2]
- *                     [--retries 2] [--max-other-load 0.25] [--shape] [--shape-async]
+ *                     [--retries 2] [--max-other-load 0.25] [--prime 0] [--twin] [--shape] [--shape-async]
  *                     [--ref REF | --dist DIR] [--candidate DIR] [--only KEYS]
  *                     [--no-build] [--no-write] [--profile] [--check]
  *
@@ -18,6 +18,11 @@
  *                in bench/profiles/) and print their hottest functions per request (profile-summary.mjs)
  *   --no-write   do not write the table to bench/RESULTS.md (runs with --only never write)
  *   --check      exit 1 when labgate is below its target (0.90 of bare Express) or a run stayed noisy
+ *   --prime S    before each measured run, S seconds of the same load on the same process, not measured:
+ *                a process that sat idle while the others ran answers its first seconds more slowly
+ *                (V8 and the caches warm up again), so a short run without it measures that too
+ *   --twin       add bare Express again, in processes of its own (key bareTwin): the A/A control, what
+ *                the method shows between two identical servers (1.00 when it is fair)
  *   --shape      add the anchor with labgate's app shape and no authentication (bench/servers/shape.mjs):
  *                what one more middleware and one more route handler cost in Express itself
  *   --shape-async  the same shape, next() called from a promise continuation (key shapeAsync)
@@ -91,6 +96,8 @@ const { values: args } = parseArgs({
     dist: { type: 'string' },
     ref: { type: 'string' },
     shape: { type: 'boolean', default: false },
+    twin: { type: 'boolean', default: false },
+    prime: { type: 'string', default: '0' },
     only: { type: 'string' },
     'shape-async': { type: 'boolean', default: false },
     'shape-loaded': { type: 'boolean', default: false },
@@ -110,6 +117,7 @@ const threads = positiveInt('threads', args.threads, 8);
 const instances = positiveInt('instances', args.instances, 5);
 if (args.profile && instances > 1) fail('--profile takes one process per contestant (no --instances)');
 const warmup = positiveInt('warmup', args.warmup, 30, 0);
+const prime = positiveInt('prime', args.prime, 30, 0);
 const retries = positiveInt('retries', args.retries, 5, 0);
 const maxOtherLoad = Number(args['max-other-load']);
 if (!(maxOtherLoad >= 0)) fail('--max-other-load must be a number of cores ≥ 0');
@@ -164,7 +172,7 @@ function median(xs) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-const perRun = duration + 5;
+const perRun = duration + (prime > 0 ? prime + 5 : 0) + 5;
 const budget = args.instructions
   ? 3 * 3600_000 // under valgrind: slow, and bounded by request counts rather than by time
   : (instances * (9 * (warmup + 5) + 60) + rounds * 10 * perRun * (1 + retries) + 120) * 1000;
@@ -373,6 +381,7 @@ async function startInstance(instance) {
   const labgateEnv = labgateDist ? { LABGATE_DIST: labgateDist } : {};
   const started = await Promise.all([
     startServer('bare', { profile: args.profile, instance }),
+    ...(args.twin ? [startServer('bare', { as: 'bareTwin', instance })] : []),
     startServer('labgate', { profile: args.profile, env: labgateEnv, instance }),
     startServer('labgate', {
       as: 'labgatePrefix',
@@ -504,6 +513,7 @@ try {
   // The anchors get a Cookie header of the same kind (they ignore it), so every server parses one.
   for (const key of [
     'bare',
+    'bareTwin',
     'shape',
     'shapeAsync',
     'shapeLoaded',
@@ -552,7 +562,7 @@ async function verify(server) {
   }
   if (JSON.stringify(user) !== JSON.stringify(ALICE))
     fail(`${server.name}: GET /me returned ${body}, expected ${JSON.stringify(ALICE)}`);
-  if (server.key === 'bare') return;
+  if (server.key === 'bare' || server.key === 'bareTwin') return;
   const anonymous = await fetch(url);
   if (anonymous.status !== 401)
     fail(`${server.name}: GET /me without a session answered ${anonymous.status}, expected 401`);
@@ -641,6 +651,13 @@ if (args['shape-async']) {
     key: 'shapeAsync',
     label: 'bare Express, same shape, next() after a promise (no auth)',
     target: '—',
+  });
+}
+if (args.twin) {
+  contestants.splice(1, 0, {
+    key: 'bareTwin',
+    label: 'bare Express again, in processes of its own (A/A control)',
+    target: '— (1.00 when the method is fair)',
   });
 }
 if (args.shape) {
@@ -816,6 +833,13 @@ if (warmup > 0) {
 async function run(group, round, instance) {
   let results;
   for (let attempt = 0; attempt <= retries; attempt++) {
+    // --prime: the same load just before, not measured, so the run starts on a warm process.
+    if (prime > 0)
+      await measureTogether(
+        group.map((c) => ({ c, instance })),
+        prime,
+        group.length > 1,
+      );
     results = await measureTogether(
       group.map((c) => ({ c, instance })),
       duration,
@@ -879,7 +903,8 @@ for (const c of contestants) for (const server of pool[c.key]) await verify(serv
   const calls = emulator.control.requests();
   const labgateProcesses = Object.entries(pool)
     .filter(
-      ([key]) => !['bare', 'passport', 'authjs', 'connectRedis'].includes(key) && !key.startsWith('shape'),
+      ([key]) =>
+        !['bare', 'bareTwin', 'passport', 'authjs', 'connectRedis'].includes(key) && !key.startsWith('shape'),
     )
     .reduce((n, [, list]) => n + list.length, 0);
   // One re-check per session and process every 5 minutes, a few requests each, plus the checks above.
@@ -950,6 +975,9 @@ const lines = [];
 lines.push(`Command: \`${command}\``);
 lines.push(
   `Load: \`${wrkCommand}\`, ${rounds} rounds after a ${warmup} s warm-up of each process; ` +
+    (prime > 0
+      ? `each measured run right after ${prime} s of the same load on the same process, not measured; `
+      : '') +
     `${instances} process${instances > 1 ? 'es' : ''} per contestant, round r on process r mod ${instances}. ` +
     (args['head-to-head']
       ? 'Head to head: each contestant runs at the same time as the anchor, both servers on CPU 1 and both wrks on CPU 0; ' +
@@ -977,6 +1005,11 @@ function verdictOf(c) {
   if (high < Number(goal[1])) return ' ✘';
   return ' (not shown: the interval holds it)';
 }
+/**
+ * An interval's end to two decimals, rounded away from its middle (low ends down, high ends up), so
+ * a lower end just under a target never shows as the target itself.
+ */
+const outward = (x, round) => (round(x * 100 + (round === Math.floor ? 1e-9 : -1e-9)) / 100).toFixed(2);
 let noisy = 0;
 for (const c of contestants) {
   const runs = samples[c.key];
@@ -985,7 +1018,7 @@ for (const c of contestants) {
   noisy += runs.filter((x) => x.otherLoad > maxOtherLoad).length;
   lines.push(
     `| ${c.label} | ${medians[c.key].toFixed(0)} | ${runs.map((x) => x.rps.toFixed(0)).join(', ')} | ` +
-      `${ratio(c.key).toFixed(2)} | ${interval ? `${interval[0].toFixed(2)}–${interval[1].toFixed(2)}` : '—'} | ` +
+      `${ratio(c.key).toFixed(2)} | ${interval ? `${outward(interval[0], Math.floor)}–${outward(interval[1], Math.ceil)}` : '—'} | ` +
       `${c.target}${verdictOf(c)} | ${cpu[c.key].toFixed(0)} | ${median(pairedRatios(c.key, 'cpuPerRequestUs')).toFixed(2)} | ` +
       `${other.toFixed(2)}${other > maxOtherLoad ? ' (noisy)' : ''} |`,
   );
