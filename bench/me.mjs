@@ -27,7 +27,9 @@
  *                what one more middleware and one more route handler cost in Express itself
  *   --shape-async  the same shape, next() called from a promise continuation (key shapeAsync)
  *   --shape-loaded the same shape in a process that loaded labgate and discovered GitLab, with none
- *                of it on /me (key shapeLoaded): what the larger process alone costs
+ *                of it on /me (key shapeLoaded): what the larger process alone costs; and its two
+ *                halves: a process that only imported labgate (shapeImported), one that only fetched
+ *                GitLab's discovery document (shapeFetched)
  *   --shape-parts  each half of the shape alone: only the app.use middleware (key shapeUse), only
  *                the route guard (key shapeGuard); and what the shape's parts cost: a guard that sets
  *                nothing (shapeBare), one property added to req (shapeProperty), res.locals (shapeLocals),
@@ -429,7 +431,11 @@ async function startInstance(instance) {
       ? [startServer('shape', { as: 'shapeAsync', env: { SHAPE_ASYNC: '1' }, instance })]
       : []),
     ...(args['shape-loaded']
-      ? [startServer('shape', { as: 'shapeLoaded', env: { SHAPE_LOAD: 'labgate' }, instance })]
+      ? [
+          startServer('shape', { as: 'shapeLoaded', env: { SHAPE_LOAD: 'labgate' }, instance }),
+          startServer('shape', { as: 'shapeImported', env: { SHAPE_LOAD: 'import' }, instance }),
+          startServer('shape', { as: 'shapeFetched', env: { SHAPE_LOAD: 'fetch' }, instance }),
+        ]
       : []),
     ...candidates.map(({ key, dist }) =>
       startServer('labgate', { as: key, env: { LABGATE_DIST: dist }, profile: args.profile, instance }),
@@ -517,6 +523,8 @@ try {
     'shape',
     'shapeAsync',
     'shapeLoaded',
+    'shapeImported',
+    'shapeFetched',
     'shapeUse',
     'shapeGuard',
     'shapeBare',
@@ -639,12 +647,26 @@ if (args['shape-parts']) {
   );
 }
 if (args['shape-loaded']) {
-  contestants.splice(1, 0, {
-    key: 'shapeLoaded',
-    label:
-      'the shape anchor in a process that loaded labgate (instance made, GitLab discovered; none on /me)',
-    target: '—',
-  });
+  contestants.splice(
+    1,
+    0,
+    {
+      key: 'shapeLoaded',
+      label:
+        'the shape anchor in a process that loaded labgate (instance made, GitLab discovered; none on /me)',
+      target: '—',
+    },
+    {
+      key: 'shapeImported',
+      label: 'the shape anchor in a process that only imported labgate (no instance, no request)',
+      target: '—',
+    },
+    {
+      key: 'shapeFetched',
+      label: 'the shape anchor in a process that only fetched GitLab’s discovery document (no labgate)',
+      target: '—',
+    },
+  );
 }
 if (args['shape-async']) {
   contestants.splice(1, 0, {

@@ -17,6 +17,8 @@
  * has answered other routes pays at `/me`.
  * SHAPE_LOAD=labgate: the same app in a process that has loaded labgate, made an instance and
  * discovered GitLab, with nothing of labgate on the request path: what the process alone costs.
+ * SHAPE_LOAD=import only imports labgate's modules; SHAPE_LOAD=fetch only fetches GitLab's discovery
+ * document with Node's fetch (no labgate): the two halves of it.
  */
 import express from 'express';
 import { ALICE, labgateOptions, listen, ready, unauthorized } from './common.mjs';
@@ -31,6 +33,16 @@ if (process.env.SHAPE_LOAD === 'labgate') {
   const auth = createLabgate(labgateOptions(origin));
   await auth.ready();
   globalThis.labgate = auth;
+} else if (process.env.SHAPE_LOAD === 'import') {
+  globalThis.labgate = [
+    await import('labgate'),
+    await import('labgate/express'),
+    await import('labgate/stores'),
+  ];
+} else if (process.env.SHAPE_LOAD === 'fetch') {
+  const discovery = await fetch(new URL('.well-known/openid-configuration', `${process.env.GITLAB_URL}/`));
+  if (!discovery.ok) throw new Error(`GitLab's discovery document answered ${discovery.status}`);
+  globalThis.discovery = await discovery.json();
 }
 const app = express();
 const userOf = (req) => (req.headers.cookie ? ALICE : null);
