@@ -853,20 +853,13 @@ if (warmup > 0) {
  * measured again (at most --retries times) while other processes load the machine.
  */
 async function run(group, round, instance) {
+  const entries = group.map((c) => ({ c, instance }));
+  const pinned = group.length > 1;
   let results;
   for (let attempt = 0; attempt <= retries; attempt++) {
     // --prime: the same load just before, not measured, so the run starts on a warm process.
-    if (prime > 0)
-      await measureTogether(
-        group.map((c) => ({ c, instance })),
-        prime,
-        group.length > 1,
-      );
-    results = await measureTogether(
-      group.map((c) => ({ c, instance })),
-      duration,
-      group.length > 1,
-    );
+    if (prime > 0) await measureTogether(entries, prime, pinned);
+    results = await measureTogether(entries, duration, pinned);
     const otherLoad = results[0].otherLoad;
     for (const [i, result] of results.entries()) {
       const name = pool[group[i].key][instance % pool[group[i].key].length].name;
@@ -1028,10 +1021,12 @@ function verdictOf(c) {
   return ' (not shown: the interval holds it)';
 }
 /**
- * An interval's end to two decimals, rounded away from its middle (low ends down, high ends up), so
- * a lower end just under a target never shows as the target itself.
+ * An interval's ends to two decimals, rounded away from its middle (the low end down, the high end
+ * up), so a lower end just under a target never shows as the target itself. (The 1e-9 keeps a value
+ * such as 0.57, stored as 0.5699…, at 0.57.)
  */
-const outward = (x, round) => (round(x * 100 + (round === Math.floor ? 1e-9 : -1e-9)) / 100).toFixed(2);
+const lowEnd = (x) => (Math.floor(x * 100 + 1e-9) / 100).toFixed(2);
+const highEnd = (x) => (Math.ceil(x * 100 - 1e-9) / 100).toFixed(2);
 let noisy = 0;
 for (const c of contestants) {
   const runs = samples[c.key];
@@ -1040,7 +1035,7 @@ for (const c of contestants) {
   noisy += runs.filter((x) => x.otherLoad > maxOtherLoad).length;
   lines.push(
     `| ${c.label} | ${medians[c.key].toFixed(0)} | ${runs.map((x) => x.rps.toFixed(0)).join(', ')} | ` +
-      `${ratio(c.key).toFixed(2)} | ${interval ? `${outward(interval[0], Math.floor)}–${outward(interval[1], Math.ceil)}` : '—'} | ` +
+      `${ratio(c.key).toFixed(2)} | ${interval ? `${lowEnd(interval[0])}–${highEnd(interval[1])}` : '—'} | ` +
       `${c.target}${verdictOf(c)} | ${cpu[c.key].toFixed(0)} | ${median(pairedRatios(c.key, 'cpuPerRequestUs')).toFixed(2)} | ` +
       `${other.toFixed(2)}${other > maxOtherLoad ? ' (noisy)' : ''} |`,
   );
