@@ -192,6 +192,12 @@ if (!args['no-build'] && !labgateDist && !args.ref) {
   const build = spawnSync('npm', ['run', 'build'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
   if (build.status !== 0) fail('npm run build failed (pass --no-build to measure the dist/ that is there)');
 }
+const git = (...a) => spawnSync('git', a, { cwd: root, encoding: 'utf8' }).stdout.trim();
+// The checkout dist/ stands for, read now: src/ may be edited while the runs go on.
+const checkout = {
+  head: git('rev-parse', '--short', 'HEAD'),
+  dirty: git('status', '--porcelain', '--', 'src').length > 0,
+};
 
 tmp = mkdtempSync(join(os.tmpdir(), 'labgate-bench-'));
 
@@ -983,8 +989,6 @@ const version = (name) => {
     return '?';
   }
 };
-const git = (...a) => spawnSync('git', a, { cwd: root, encoding: 'utf8' }).stdout.trim();
-const dirty = git('status', '--porcelain', '--', 'src').length > 0;
 
 const lines = [];
 lines.push(`Command: \`${command}\``);
@@ -1057,8 +1061,8 @@ lines.push(
     refCommit
       ? `built from commit ${refCommit}`
       : labgateDist
-        ? `build in ${relativeTo(labgateDist)}; checkout at ${git('rev-parse', '--short', 'HEAD')}`
-        : `dist/ of git ${git('rev-parse', '--short', 'HEAD')}${dirty ? ' with uncommitted changes in src/' : ''}`
+        ? `build in ${relativeTo(labgateDist)}; checkout at ${checkout.head}`
+        : `dist/ of git ${checkout.head}${checkout.dirty ? ' with uncommitted changes in src/' : ''}`
   }), ` +
     `express ${version('express')}, express-session ${version('express-session')}, passport ${version('passport')}, ` +
     `passport-gitlab2 ${version('passport-gitlab2')}, @auth/express ${version('@auth/express')}, @auth/core ${version('@auth/core')}.`,
