@@ -9,6 +9,7 @@ import {
   parsePolicy,
   scopesForPolicy,
 } from './access.js';
+import { safeLogger } from './log.js';
 import type { Store } from './store.js';
 
 /** Where labgate writes what happened. Nothing it logs ever holds a token, secret or code. */
@@ -153,7 +154,7 @@ function parseUrl(name: string, value: string): URL {
 /** Applies defaults and checks options; throws `TypeError` for any misuse. */
 export function resolveOptions(options: LabgateOptions): ResolvedOptions {
   if (!options || typeof options !== 'object') throw new TypeError('labgate: options are required');
-  const logger = options.logger === false ? silent : (options.logger ?? console);
+  const logger = options.logger === false ? silent : safeLogger(options.logger ?? console);
   if (typeof options.clientId !== 'string' || options.clientId.trim() === '') {
     throw new TypeError('labgate: clientId is required (GITLAB_CLIENT_ID: the Application ID GitLab shows)');
   }
