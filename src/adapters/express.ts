@@ -22,6 +22,7 @@ import {
   LabgateError,
   normalisePolicy,
   type Policy,
+  routeOf,
   type Session,
   type SessionUser,
 } from '../core/index.js';
@@ -162,13 +163,6 @@ function webRequest(
   }
 }
 
-/** Whether a request target is one of labgate's routes: its path is `prefix` or starts with `prefix/`. */
-function isOwnRoute(url: string, prefix: string): boolean {
-  if (!url.startsWith(prefix)) return false;
-  const after = url.charCodeAt(prefix.length);
-  return Number.isNaN(after) || after === 47 /* / */ || after === 63 /* ? */;
-}
-
 /**
  * Sets `req.labgate` at once when the cookie alone tells (a session verified moments ago, or no
  * session cookie: the common request) and returns it; undefined when only the store can tell
@@ -212,8 +206,14 @@ export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware
   const prefix = auth.options.prefix;
   return (req, res, next) => {
     const url = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
-    if (isOwnRoute(url, prefix)) {
-      const request = webRequest(auth, req, res, options);
+    if (routeOf(url, prefix) !== null) {
+      let request: Request;
+      try {
+        request = webRequest(auth, req, res, options);
+      } catch (error) {
+        unconvertible(auth, req, res, url, error).catch(next);
+        return;
+      }
       auth
         .handle(request)
         .then(async (response) => {
@@ -226,6 +226,33 @@ export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware
     if (attachCached(auth, req)) next();
     else attachFromStore(auth, req, res, options, () => next(), next);
   };
+}
+
+/**
+ * Answers a labgate route whose request cannot become a Web `Request` (a method Fetch refuses, such as
+ * `TRACE`) through labgate's error page: 405 with the route's `Allow`, never Express's stack trace.
+ */
+async function unconvertible(
+  auth: Labgate,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: string,
+  error: unknown,
+): Promise<void> {
+  const method = (req.method ?? '').toUpperCase();
+  const failure =
+    method === 'TRACE' || method === 'TRACK' || method === 'CONNECT'
+      ? new LabgateError('method_not_allowed')
+      : new LabgateError('request_invalid', 'the request cannot be read', { cause: error });
+  // The error page only needs the path and what the client accepts.
+  const headers = { accept: req.headers.accept ?? '' };
+  let stand: Request;
+  try {
+    stand = new Request(`${auth.options.origin}${url.startsWith('/') ? url : `/${url}`}`, { headers });
+  } catch {
+    stand = new Request(`${auth.options.origin}${auth.options.prefix}`, { headers });
+  }
+  await sendWebResponse(res, auth.errorResponse(failure, stand), { method: 'GET' });
 }
 
 /** Options of {@link requireUser}. */

@@ -71,6 +71,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'tra
 
 /** Methods the Fetch standard refuses to put in a `Request`. */
 const FORBIDDEN_METHODS = new Set(['CONNECT', 'TRACE', 'TRACK']);
+/** The `Allow` of a 405 for those: the common methods a fetch handler can be given. */
+const FETCH_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
 
 /** A `Host` value: reg-name, IPv4 or bracketed IPv6, then an optional port (RFC 9110 §7.2). */
 const HOST_PATTERN =
@@ -191,6 +193,9 @@ export async function sendWebResponse(
     if (name === 'set-cookie' || HOP_BY_HOP.has(name)) continue;
     res.setHeader(name, value);
   }
+  // `Connection: close` (a 413 whose body was not read, say) ends the connection after this response,
+  // so Node does not read the rest of the body to reuse it; the framing itself stays Node's.
+  if (response.headers.get('connection')?.toLowerCase() === 'close') res.shouldKeepAlive = false;
   const cookies = response.headers.getSetCookie();
   if (cookies.length > 0) {
     // Keep cookies a middleware set on `res` before: each Set-Cookie is independent.
@@ -293,8 +298,10 @@ export function createNodeListener(
     try {
       request = toWebRequest(req, { ...requestOptions, response: res });
     } catch {
-      const unsupported = FORBIDDEN_METHODS.has((req.method ?? '').toUpperCase());
-      sendText(res, unsupported ? 501 : 400, unsupported ? 'Not Implemented' : 'Bad Request');
+      // A fetch handler can never be given these methods: no route behind this listener allows them.
+      if (FORBIDDEN_METHODS.has((req.method ?? '').toUpperCase()))
+        sendText(res, 405, 'Method Not Allowed', { allow: FETCH_METHODS });
+      else sendText(res, 400, 'Bad Request');
       return;
     }
     let response: Response | null;
@@ -633,9 +640,15 @@ function settled(res: ServerResponse): Promise<void> {
   });
 }
 
-function sendText(res: ServerResponse, status: number, text: string): void {
+function sendText(
+  res: ServerResponse,
+  status: number,
+  text: string,
+  extra: Record<string, string> = {},
+): void {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(status, {
+    ...extra,
     'content-type': 'text/plain; charset=utf-8',
     'content-length': Buffer.byteLength(text),
     'cache-control': 'no-store',

@@ -79,6 +79,16 @@ export const ERROR_CODES = {
     title: 'Method not allowed',
     advice: 'This address does not accept that kind of request.',
   },
+  request_invalid: {
+    status: 400,
+    title: 'Request not understood',
+    advice: 'This request is malformed. Go back and try again.',
+  },
+  payload_too_large: {
+    status: 413,
+    title: 'Request too large',
+    advice: 'This request carries more data than this address accepts.',
+  },
   not_found: { status: 404, title: 'Not found', advice: 'There is nothing at this address.' },
   store_unavailable: {
     status: 503,

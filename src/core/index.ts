@@ -50,6 +50,7 @@ export {
   type ResolvedOptions,
 } from './options.js';
 export { safeReturnTo } from './redirects.js';
+export { routeOf } from './routes.js';
 export type { Session, SessionInfo } from './sessions.js';
 export {
   type IdentityRecord,

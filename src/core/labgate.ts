@@ -11,15 +11,18 @@ import {
   normalisePolicy,
   type Policy,
 } from './access.js';
+import { readBody, readForm } from './body.js';
 import { KeyRing, parseSecrets, randomToken, timingSafeEqual } from './crypto.js';
 import { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
 import { Emitter, type LabgateEventHandler, type LabgateEventName, type LabgateEvents } from './events.js';
 import { createGitLabClient, type GitLabClient, type GitLabClientOptions } from './gitlab.js';
+import { logText } from './log.js';
 import { fetchAccessFacts, TokenRejected } from './memberships.js';
 import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import { errorPage, logoutPage } from './pages.js';
+import { errorPage, htmlResponse, logoutPage, PAGE_HEADERS } from './pages.js';
 import { discover, guardFetch, type Provider, syncClock, toLabgateError } from './provider.js';
 import { safeReturnTo } from './redirects.js';
+import { allowedMethods, routeOf } from './routes.js';
 import { type Session, type SessionInfo, type SessionState, Sessions } from './sessions.js';
 import { checkIdToken, completeSignIn, startSignIn } from './signin.js';
 import { MemoryStore, type SessionUser, type Store, type TokenSet } from './store.js';
@@ -111,17 +114,6 @@ export interface Labgate {
   readonly store: Store;
 }
 
-/** The methods each route answers, for `Allow` on a 405. */
-const ALLOWED: Record<string, string> = {
-  '/login': 'GET, HEAD',
-  '/callback': 'GET',
-  '/logout': 'GET, HEAD, POST',
-  '/sessions': 'GET, HEAD, POST',
-  '/session': 'GET, HEAD',
-  '/webhooks/gitlab': 'POST',
-};
-const PAGE_HEADERS = { 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' };
-
 function wantsJson(request: Request): boolean {
   const accept = request.headers.get('accept') ?? '';
   return accept.includes('application/json') && !accept.includes('text/html');
@@ -186,31 +178,28 @@ export function createLabgate(input: LabgateOptions): Labgate {
       : new LabgateError('gitlab_error', 'unexpected failure', { cause: error });
     const code: LabgateErrorCode = isLabgateError(error) ? error.code : 'gitlab_error';
     const status = ERROR_CODES[code].status;
-    const line = `labgate: ${route} failed: ${code}: ${failure.message} (reference ${reference})`;
+    const line = `labgate: ${logText(route)} failed: ${code}: ${failure.message} (reference ${reference})`;
     if (!isLabgateError(error))
       logger.error(`${line}: ${error instanceof Error ? error.name : typeof error}`);
     else if (status >= 500) logger.error(line);
     else logger.warn(line);
+    const extra: Record<string, string> = { 'x-labgate-reference': reference };
+    if (code === 'method_not_allowed') extra['allow'] = allowedMethods(routeOf(route, prefix) ?? '');
+    if (code === 'payload_too_large') extra['connection'] = 'close';
     if (wantsJson(request)) {
       return Response.json(
         { error: code, message: ERROR_CODES[code].title, reference },
-        { status, headers: { ...PAGE_HEADERS, 'x-labgate-reference': reference } },
+        { status, headers: { ...PAGE_HEADERS, ...extra } },
       );
     }
     const again =
       code === 'session_required' || route.endsWith('/callback') || route.endsWith('/login')
         ? `${prefix}/login`
         : '/';
-    return new Response(
+    return htmlResponse(
       errorPage(code, { again, reference, detail: isLabgateError(error) ? error.detail : undefined }),
-      {
-        status,
-        headers: {
-          ...PAGE_HEADERS,
-          'content-type': 'text/html; charset=utf-8',
-          'x-labgate-reference': reference,
-        },
-      },
+      status,
+      extra,
     );
   }
 
@@ -255,16 +244,6 @@ export function createLabgate(input: LabgateOptions): Labgate {
     }
   }
 
-  /** The fields of a small form POST (or the query), never more than 4 KiB read. */
-  async function formFields(request: Request): Promise<URLSearchParams> {
-    const fields = new URLSearchParams(new URL(request.url).search);
-    if ((request.headers.get('content-type') ?? '').includes('application/x-www-form-urlencoded')) {
-      const text = await request.text();
-      if (text.length <= 4096) for (const [name, value] of new URLSearchParams(text)) fields.set(name, value);
-    }
-    return fields;
-  }
-
   /** Ends sessions and revokes their GitLab tokens; one of them, or all of the user's. */
   async function signOut(state: SessionState, everywhere: boolean): Promise<void> {
     // The cached state may hold a pair another instance has rotated since: revoke the live one.
@@ -283,15 +262,14 @@ export function createLabgate(input: LabgateOptions): Labgate {
 
   async function logout(request: Request): Promise<Response> {
     if (request.method === 'GET' || request.method === 'HEAD') {
-      return new Response(logoutPage(`${prefix}/logout`), {
-        headers: { ...PAGE_HEADERS, 'content-type': 'text/html; charset=utf-8' },
-      });
+      return htmlResponse(logoutPage(`${prefix}/logout`));
     }
     if (request.method !== 'POST') throw new LabgateError('method_not_allowed');
     if (!sameOrigin(request))
       throw new LabgateError('csrf_rejected', 'sign-out was not requested by this site');
-    const fields = await formFields(request);
+    // The session first, then the body: nothing is read for a request that fails a check.
     const state = await stateOf(request);
+    const fields = await readForm(request);
     if (state) await signOut(state, fields.get('everywhere') === '1' || fields.get('everywhere') === 'true');
     return new Response(null, {
       status: 303,
@@ -317,7 +295,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     if (!sameOrigin(request))
       throw new LabgateError('csrf_rejected', 'ending a session was not requested by this site');
     if (!state) throw new LabgateError('session_required');
-    const fields = await formFields(request);
+    const fields = await readForm(request);
     const id = fields.get('end') ?? '';
     const ended = await sessions.endOne(state, id);
     if (!ended) throw new LabgateError('not_found', 'no such session of this user');
@@ -379,19 +357,19 @@ export function createLabgate(input: LabgateOptions): Labgate {
   async function route(request: Request, path: string): Promise<Response> {
     const method = request.method;
     switch (path) {
-      case `${prefix}/login`:
+      case '/login':
         if (method !== 'GET' && method !== 'HEAD') throw new LabgateError('method_not_allowed');
         return startSignIn(ctx, request);
-      case `${prefix}/callback`:
+      case '/callback':
         if (method !== 'GET') throw new LabgateError('method_not_allowed');
         return callback(request);
-      case `${prefix}/logout`:
+      case '/logout':
         return logout(request);
-      case `${prefix}/sessions`:
+      case '/sessions':
         return sessionList(request);
-      case `${prefix}/webhooks/gitlab`:
+      case '/webhooks/gitlab':
         return webhook(request);
-      case `${prefix}/session`: {
+      case '/session': {
         if (method !== 'GET' && method !== 'HEAD') throw new LabgateError('method_not_allowed');
         // Through the same check as getSession: a session whose access is due is re-checked first.
         const session = await fromCookies(request.headers.get('cookie'));
@@ -416,15 +394,12 @@ export function createLabgate(input: LabgateOptions): Labgate {
     } catch {
       return null;
     }
-    if (path !== prefix && !path.startsWith(`${prefix}/`)) return null;
+    const name = routeOf(path, prefix);
+    if (name === null) return null;
     try {
-      return await route(request, path.replace(/\/+$/, '') || path);
+      return await route(request, name);
     } catch (error) {
-      const response = errorResponse(error, request, path);
-      if (isLabgateError(error) && error.code === 'method_not_allowed') {
-        response.headers.set('allow', ALLOWED[path.slice(prefix.length)] ?? 'GET, HEAD');
-      }
-      return response;
+      return errorResponse(error, request, path);
     }
   }
 
@@ -630,11 +605,10 @@ export function createLabgate(input: LabgateOptions): Labgate {
     if (!timingSafeEqual(token, options.webhookSecret)) {
       return Response.json({ error: 'invalid webhook token' }, { status: 401 });
     }
-    const text = await request.text();
-    if (text.length > 1024 * 1024) return Response.json({ error: 'payload too large' }, { status: 413 });
+    const body = await readBody(request, options.webhookMaxBytes);
     let payload: Record<string, unknown>;
     try {
-      payload = JSON.parse(text) as Record<string, unknown>;
+      payload = JSON.parse(new TextDecoder().decode(body)) as Record<string, unknown>;
     } catch {
       return Response.json({ error: 'payload is not JSON' }, { status: 400 });
     }

@@ -66,6 +66,18 @@ export interface LabgateOptions {
    * route answers 404. (`LABGATE_WEBHOOK_SECRET`)
    */
   webhookSecret?: string;
+  /**
+   * The largest webhook body read, in bytes (default 1 MiB); larger ones are answered 413. GitLab's
+   * push payloads list commits and can be several MiB: raise it when push events are sent here.
+   */
+  webhookMaxBytes?: number;
+  /**
+   * Lets a signed-in user link a further GitLab account (another GitLab instance, say) to their user,
+   * through an explicit confirmation (`POST /auth/link` from the app's own page). Off by default: every
+   * sign-in then yields a user of the account that signed in, and a session already open in the
+   * browser never links two accounts. (docs/security.md, SESSION-7)
+   */
+  accountLinking?: boolean;
   /** Refresh a GitLab access token this many seconds before it expires (default 120). */
   refreshMargin?: number;
   /** Timeout of each request to GitLab in milliseconds (default 10 000). */
@@ -104,6 +116,8 @@ export interface ResolvedOptions {
   recheckInterval: number;
   accessGracePeriod: number;
   webhookSecret: string | null;
+  webhookMaxBytes: number;
+  accountLinking: boolean;
   refreshMargin: number;
   requestTimeout: number;
   maxResponseBytes: number;
@@ -234,6 +248,8 @@ export function resolveOptions(options: LabgateOptions): ResolvedOptions {
     recheckInterval: positive('recheckInterval', options.recheckInterval, 300),
     accessGracePeriod: positive('accessGracePeriod', options.accessGracePeriod, 900),
     webhookSecret: options.webhookSecret ? options.webhookSecret : null,
+    webhookMaxBytes: positive('webhookMaxBytes', options.webhookMaxBytes, 1024 * 1024),
+    accountLinking: options.accountLinking === true,
     refreshMargin: positive('refreshMargin', options.refreshMargin, 120),
     requestTimeout: positive('requestTimeout', options.requestTimeout, 10_000),
     maxResponseBytes: positive('maxResponseBytes', options.maxResponseBytes, 512 * 1024),

@@ -18,6 +18,30 @@ const STYLE =
   'h1{font-size:1.4rem;margin-top:0}.code{color:#626168;font-size:.85rem}' +
   'a.button,button{display:inline-block;padding:.5rem 1rem;border-radius:4px;border:0;background:#1f75cb;color:#fff;text-decoration:none;font:inherit;cursor:pointer}';
 
+/** The SHA-256 of {@link STYLE}, base64: the one style the pages' policy lets in (a test checks it). */
+export const STYLE_HASH = 'sha256-Q/Ode45/nx08+WlCINALc6yKqMPZGfd0ss9drtkcW9g=';
+
+/**
+ * The headers of every page and error labgate answers itself (docs/security.md, HTTP-5): never cached,
+ * no referrer, no sniffing, and for HTML a policy that loads nothing but the page's own style, posts
+ * forms only to this origin and cannot be framed.
+ */
+export const PAGE_HEADERS: Readonly<Record<string, string>> = {
+  'cache-control': 'no-store',
+  'referrer-policy': 'no-referrer',
+  'x-content-type-options': 'nosniff',
+};
+const HTML_HEADERS: Readonly<Record<string, string>> = {
+  ...PAGE_HEADERS,
+  'content-type': 'text/html; charset=utf-8',
+  'content-security-policy': `default-src 'none'; style-src '${STYLE_HASH}'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
+};
+
+/** An HTML page of labgate's as a `Response`, with {@link HTML_HEADERS} and any `extra` headers. */
+export function htmlResponse(html: string, status = 200, extra: Record<string, string> = {}): Response {
+  return new Response(html, { status, headers: { ...HTML_HEADERS, ...extra } });
+}
+
 function page(title: string, body: string): string {
   return `<!DOCTYPE html>
 <html lang="en">

@@ -7,6 +7,7 @@ import * as oauth from 'oauth4webapi';
 import { clearCookie, parseCookieHeader, serializeCookie } from './cookies.js';
 import { type KeyRing, sha256, timingSafeEqual, toBase64Url } from './crypto.js';
 import { LabgateError } from './errors.js';
+import { logText } from './log.js';
 import type { ResolvedOptions } from './options.js';
 import { normaliseProfile } from './profile.js';
 import { type Provider, syncClock, toLabgateError, verifyIdTokenSignature } from './provider.js';
@@ -52,6 +53,16 @@ async function transactionCookieName(options: ResolvedOptions, state: string): P
   return `${transactionPrefix(options)}${(await sha256(state)).slice(0, 16)}`;
 }
 
+/**
+ * The transaction cookies a `Cookie` header holds: only names of labgate's own pattern (its prefix and
+ * 16 base64url characters), so a `Set-Cookie` labgate sends never echoes a name a client made up
+ * (docs/security.md, COOKIE-4).
+ */
+function transactionCookies(options: ResolvedOptions, header: string | null): [string, string][] {
+  const pattern = new RegExp(`^${transactionPrefix(options)}[A-Za-z0-9_-]{16}$`);
+  return [...parseCookieHeader(header).cookies].filter(([name]) => pattern.test(name));
+}
+
 /** `GET /auth/login?returnTo=/path`: answers the redirect to GitLab with a new transaction cookie. */
 export async function startSignIn(ctx: SignInContext, request: Request): Promise<Response> {
   const { options } = ctx;
@@ -95,11 +106,8 @@ export async function startSignIn(ctx: SignInContext, request: Request): Promise
     'referrer-policy': 'no-referrer',
   });
   // Keep at most MAX_TRANSACTIONS flows per browser: drop the oldest so cookies never pile up.
-  const prefix = transactionPrefix(options);
-  const { cookies } = parseCookieHeader(request.headers.get('cookie'));
   const open: { name: string; createdAt: number }[] = [];
-  for (const [name, value] of cookies) {
-    if (!name.startsWith(prefix)) continue;
+  for (const [name, value] of transactionCookies(options, request.headers.get('cookie'))) {
     const opened = await keys.open(value, 'transaction', name);
     const createdAt = opened ? (JSON.parse(opened.plaintext) as Transaction).createdAt : 0;
     if (!opened || createdAt + TRANSACTION_LIFETIME_MS <= now)
@@ -130,8 +138,8 @@ function callbackParameters(url: URL): URLSearchParams {
   }
   for (const [name, value] of params) {
     // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
-    if (/[\u0000-\u001f\u007f]/.test(value))
-      throw new LabgateError('callback_invalid', `"${name}" holds control characters`);
+    if (/[\u0000-\u001f\u007f]/.test(name) || /[\u0000-\u001f\u007f]/.test(value))
+      throw new LabgateError('callback_invalid', `"${logText(name, 64)}" holds control characters`);
   }
   // Q-01: tokens never come from the authorization response (implicit/hybrid, or injected).
   if (params.has('access_token') || params.has('id_token'))
@@ -160,17 +168,47 @@ export async function completeSignIn(
   request: Request,
   clear: (setCookie: string) => void,
 ): Promise<CompletedSignIn> {
+  const { options } = ctx;
+  let cleared = false;
+  const clearOne = (name: string) => {
+    cleared = true;
+    clear(clearCookie(name, { secure: options.secure }));
+  };
+  try {
+    return await callback(ctx, request, clearOne);
+  } catch (error) {
+    // Refused before its transaction was found (no state, or a state this browser did not start): when
+    // the browser holds one transaction, that is the flow that came back, and it has ended. With several
+    // (tabs signing in at once) it cannot be told which, and the others must go on; they expire.
+    if (!cleared) {
+      const open = transactionCookies(options, request.headers.get('cookie'));
+      if (open.length === 1) clearOne(open[0]![0]);
+    }
+    throw error;
+  }
+}
+
+async function callback(
+  ctx: SignInContext,
+  request: Request,
+  clear: (name: string) => void,
+): Promise<CompletedSignIn> {
   const { options, store } = ctx;
   const url = new URL(request.url);
+  // The state first, so that even a callback refused for its other parameters clears its transaction.
+  const states = url.searchParams.getAll('state');
+  const name =
+    states.length === 1 && states[0]!.length <= MAX_STATE && states[0] !== ''
+      ? await transactionCookieName(options, states[0]!)
+      : null;
+  const { cookies, duplicated } = parseCookieHeader(request.headers.get('cookie'));
+  const sealed = name === null ? undefined : cookies.get(name);
+  if (name !== null && sealed !== undefined) clear(name);
   const params = callbackParameters(url);
   const state = params.get('state');
-  if (!state) throw new LabgateError('transaction_invalid', 'the callback carries no state');
-  const name = await transactionCookieName(options, state);
-  const { cookies, duplicated } = parseCookieHeader(request.headers.get('cookie'));
-  const sealed = cookies.get(name);
+  if (!state || name === null) throw new LabgateError('transaction_invalid', 'the callback carries no state');
   if (!sealed)
     throw new LabgateError('transaction_missing', 'no sign-in transaction for this state in this browser');
-  clear(clearCookie(name, { secure: options.secure }));
   if (duplicated.has(name))
     throw new LabgateError('transaction_invalid', 'the transaction cookie was sent twice');
   const keys = await ctx.keys();
@@ -204,7 +242,7 @@ export async function completeSignIn(
   if (error !== null) {
     throw new LabgateError(
       error === 'access_denied' ? 'access_denied' : 'authorization_failed',
-      `GitLab answered the authorization request with ${JSON.stringify(error.slice(0, 64))}`,
+      `GitLab answered the authorization request with "${logText(error, 64)}"`,
     );
   }
   const iss = params.get('iss');
