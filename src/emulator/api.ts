@@ -23,8 +23,12 @@ const VERSION = {
 
 /** `API::API` allows `api` always and `read_api` for GET/HEAD; every route here is GET. */
 const API_SCOPES = ['api', 'read_api'] as const;
-/** `API::Users` (and `/version`) add `read_user`. */
-const USER_SCOPES = ['api', 'read_api', 'read_user'] as const;
+/**
+ * `API::Users` (and `API::Version`) add `read_user`. `APIGuard#scopes_registered_for_endpoint` lists
+ * the endpoint class's own scopes before those of `API::API`, and the 403 `insufficient_scope` body
+ * names them in that order: `read_user api read_api`.
+ */
+const USER_SCOPES = ['read_user', 'api', 'read_api'] as const;
 
 /** `Gitlab::Access.all_values` in EE 17.9: guest to owner, planner, and minimal access. */
 const ACCESS_VALUES = [10, 15, 20, 30, 40, 50, 5];

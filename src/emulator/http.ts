@@ -26,7 +26,10 @@ export interface RequestContext {
   cookies: Map<string, string>;
   /** Path parameters, percent-decoded. */
   params: Record<string, string>;
-  /** Query and body merged, body winning, as Rails' `params` does. */
+  /**
+   * Query and body merged as Rails' `params` merges them (`request_parameters.merge(query_parameters)`):
+   * a name in the query wins over the same name in the body; of repeated names the last counts.
+   */
   param(name: string): string | undefined;
 }
 
@@ -98,16 +101,36 @@ export class BadRequest extends Error {
 
 const MAX_BODY = 1024 * 1024;
 
-/** Reads a request body up to 1 MiB. */
+/**
+ * Reads a request body up to 1 MiB. A body that never arrives in full (the client went away, or the
+ * server's `requestTimeout` cut it off) is a {@link BadRequest}, not an internal error.
+ */
 export async function readBody(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY) throw new BadRequest(413, 'Request Entity Too Large');
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_BODY) throw new BadRequest(413, 'Request Entity Too Large');
+      chunks.push(chunk as Buffer);
+    }
+  } catch (error) {
+    if (error instanceof BadRequest) throw error;
+    throw new BadRequest(400, 'Incomplete request body');
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * One parameter as Rails' `params` reads it: `request_parameters.merge(query_parameters)`, so the
+ * query wins over the body, and Rack keeps the last of repeated names.
+ * @example
+ * ```ts
+ * railsParam(new URLSearchParams('a=1'), new URLSearchParams('a=2&b=3'), 'a'); // '1'
+ * ```
+ */
+export function railsParam(query: URLSearchParams, form: URLSearchParams, name: string): string | undefined {
+  return (query.has(name) ? query : form).getAll(name).at(-1);
 }
 
 /** Parses an urlencoded or JSON body into form fields. */

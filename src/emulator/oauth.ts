@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Env } from './env.js';
 import type { Application, User } from './fixtures.js';
 import { html, json, type Reply, type RequestContext, type Router, redirect } from './http.js';
-import { bearerToken, createIdToken, SERVER_SCOPES, tokenProblem } from './oidc.js';
+import { bearerToken, createIdToken, doorkeeperErrorHeaders, SERVER_SCOPES, tokenProblem } from './oidc.js';
 import {
   consentPage,
   deviceCodePage,
@@ -163,8 +163,8 @@ function withCookie(reply: Reply, handle: SessionHandle): Reply {
 }
 
 function csrfValid(ctx: RequestContext, session: BrowserSession): boolean {
-  const sent =
-    ctx.form.get('authenticity_token') ?? (ctx.headers['x-csrf-token'] as string | undefined) ?? '';
+  // Rails reads `form_authenticity_param` from `params`: the query counts as well as the body.
+  const sent = ctx.param('authenticity_token') ?? (ctx.headers['x-csrf-token'] as string | undefined) ?? '';
   return sent !== '' && safeEqual(sent, session.csrfToken);
 }
 
@@ -311,15 +311,7 @@ function fields(pre: PreAuth) {
 function tokenError(error: keyof typeof DESCRIPTIONS | 'invalid_request', description?: string): Reply {
   const text = description ?? DESCRIPTIONS[error as keyof typeof DESCRIPTIONS];
   const status = error === 'invalid_client' || error === 'unauthorized_client' ? 401 : 400;
-  return json(
-    status,
-    { error, error_description: text },
-    {
-      'cache-control': 'no-store, no-cache',
-      pragma: 'no-cache',
-      'www-authenticate': `Bearer realm="Doorkeeper", error="${error}", error_description="${text}"`,
-    },
-  );
+  return json(status, { error, error_description: text }, doorkeeperErrorHeaders(error, text));
 }
 
 interface ClientCredentials {
@@ -339,8 +331,9 @@ function clientCredentials(ctx: RequestContext): ClientCredentials {
     const secret = at === -1 ? '' : decoded.slice(at + 1);
     if (uid) return { uid, secret, present: true };
   }
-  const uid = ctx.form.get('client_id') ?? ctx.query.get('client_id') ?? '';
-  const secret = ctx.form.get('client_secret') ?? ctx.query.get('client_secret') ?? '';
+  // `Credentials.from_params` reads `request.parameters`: query and body merged, the query winning.
+  const uid = ctx.param('client_id') ?? '';
+  const secret = ctx.param('client_secret') ?? '';
   return { uid, secret, present: uid !== '' };
 }
 
@@ -374,24 +367,21 @@ function pkceMatches(verifier: string, challenge: string | null, method: string 
 
 function authorizationCodeGrant(env: Env, ctx: RequestContext): Reply {
   const { state } = env;
-  const code = ctx.form.get('code') ?? '';
+  const code = ctx.param('code') ?? '';
   const credentials = clientCredentials(ctx);
-  const verifier = ctx.form.get('code_verifier') ?? '';
+  const verifier = ctx.param('code_verifier') ?? '';
   const named = state.appByUid(credentials.uid);
   if (named?.dynamic && !verifier) {
-    return json(
-      400,
-      {
-        error: 'invalid_request',
-        error_description: 'PKCE code_verifier is required for dynamic OAuth applications',
-      },
-      { 'cache-control': 'no-store, no-cache', pragma: 'no-cache' },
-    );
+    // GitLab's own `render json:` in `Oauth::TokensController`, before Doorkeeper: no cache headers.
+    return json(400, {
+      error: 'invalid_request',
+      error_description: 'PKCE code_verifier is required for dynamic OAuth applications',
+    });
   }
   if (!code) return tokenError('invalid_request', missing('code'));
   const grant = state.grants.get(code);
   if (grant?.codeChallenge && !verifier) return tokenError('invalid_request', missing('code_verifier'));
-  const redirectUri = ctx.form.get('redirect_uri') ?? '';
+  const redirectUri = ctx.param('redirect_uri') ?? '';
   if (!redirectUri) return tokenError('invalid_request', missing('redirect_uri'));
   const app = authenticateClient(env, credentials);
   if (!app) return tokenError('invalid_client');
@@ -412,7 +402,7 @@ function authorizationCodeGrant(env: Env, ctx: RequestContext): Reply {
 
 function refreshTokenGrant(env: Env, ctx: RequestContext): Reply {
   const { state } = env;
-  const value = ctx.form.get('refresh_token') ?? '';
+  const value = ctx.param('refresh_token') ?? '';
   if (!value) return tokenError('invalid_request', missing('refresh_token'));
   const old = state.tokenByRefresh(value);
   if (!old || old.revokedAt !== null) return tokenError('invalid_grant');
@@ -422,7 +412,7 @@ function refreshTokenGrant(env: Env, ctx: RequestContext): Reply {
   if (!app || app.id !== old.appId) return tokenError('invalid_grant');
   const user = state.userById(old.userId);
   if (user?.state !== 'active') return tokenError('invalid_grant');
-  const requested = ctx.form.get('scope');
+  const requested = ctx.param('scope');
   const scopes = requested ? requested.trim().split(/ +/) : old.scopes;
   if (!scopes.every((s) => old.scopes.includes(s))) return tokenError('invalid_scope');
   let previous: string | null = null;
@@ -437,12 +427,12 @@ function passwordGrant(env: Env, ctx: RequestContext): Reply {
   const credentials = clientCredentials(ctx);
   const app = authenticateClient(env, credentials);
   if (credentials.present && !app) return tokenError('invalid_client');
-  const user = state.userByLogin(ctx.form.get('username') ?? '');
-  const password = ctx.form.get('password') ?? '';
+  const user = state.userByLogin(ctx.param('username') ?? '');
+  const password = ctx.param('password') ?? '';
   if (!user || !safeEqual(password, user.password) || user.totpSecret !== null || user.state !== 'active') {
     return tokenError('invalid_grant');
   }
-  const requested = ctx.form.get('scope');
+  const requested = ctx.param('scope');
   const scopes = requested ? requested.trim().split(/ +/) : ['api'];
   if (!app || !scopes.every((s) => app.scopes.includes(s))) {
     return app ? tokenError('invalid_scope') : tokenError('invalid_client');
@@ -455,7 +445,7 @@ function deviceCodeGrant(env: Env, ctx: RequestContext): Reply {
   const credentials = clientCredentials(ctx);
   const app = authenticateClient(env, credentials);
   if (!app) return tokenError('invalid_client');
-  const deviceCode = ctx.form.get('device_code') ?? '';
+  const deviceCode = ctx.param('device_code') ?? '';
   if (!deviceCode) return tokenError('invalid_request', missing('device_code'));
   const grant = state.deviceGrants.get(deviceCode);
   if (!grant || grant.appId !== app.id) return tokenError('invalid_grant');
@@ -477,7 +467,7 @@ function deviceCodeGrant(env: Env, ctx: RequestContext): Reply {
 }
 
 function tokenEndpoint(env: Env, ctx: RequestContext): Reply {
-  const grantType = ctx.form.get('grant_type') ?? ctx.query.get('grant_type') ?? '';
+  const grantType = ctx.param('grant_type') ?? '';
   switch (grantType) {
     case '':
       return tokenError('invalid_request', missing('grant_type'));
@@ -501,8 +491,8 @@ function tokenEndpoint(env: Env, ctx: RequestContext): Reply {
 
 function revokeEndpoint(env: Env, ctx: RequestContext): Reply {
   const { state } = env;
-  const value = ctx.form.get('token') ?? '';
-  const hint = ctx.form.get('token_type_hint');
+  const value = ctx.param('token') ?? '';
+  const hint = ctx.param('token_type_hint');
   const token =
     hint === 'refresh_token'
       ? (state.tokenByRefresh(value) ?? state.tokenByAccess(value))
@@ -521,14 +511,14 @@ function revokeEndpoint(env: Env, ctx: RequestContext): Reply {
 
 function tokenInfo(env: Env, ctx: RequestContext): Reply {
   const token = env.state.tokenByAccess(bearerToken(ctx) ?? '');
-  const problem = tokenProblem(env, token);
-  if (problem || !token) {
+  if (tokenProblem(env, token) !== null || !token) {
+    // `Oauth::TokenInfoController` answers `InvalidTokenResponse.new` without a reason, so an expired
+    // or revoked token is "invalid" here too, with the error headers of `ErrorResponse`.
+    const description = 'The access token is invalid';
     return json(
       401,
-      { error: 'invalid_token', error_description: problem, state: 'unauthorized' },
-      {
-        'www-authenticate': `Bearer realm="Doorkeeper", error="invalid_token", error_description="${problem}"`,
-      },
+      { error: 'invalid_token', error_description: description, state: 'unauthorized' },
+      doorkeeperErrorHeaders('invalid_token', description),
     );
   }
   env.state.markUsed(token);
@@ -551,7 +541,7 @@ function introspect(env: Env, ctx: RequestContext): Reply {
   const caller =
     client ?? (bearer && tokenProblem(env, bearer) === null ? state.appById(bearer.appId) : undefined);
   if (!caller) return tokenError('invalid_client');
-  const value = ctx.form.get('token') ?? '';
+  const value = ctx.param('token') ?? '';
   if (!value) return tokenError('invalid_request', missing('token'));
   const token = state.tokenByAccess(value) ?? state.tokenByRefresh(value);
   // Doorkeeper's default: only tokens of the calling application can be introspected.
@@ -577,7 +567,7 @@ function userCode(): string {
 function authorizeDevice(env: Env, ctx: RequestContext): Reply {
   const app = authenticateClient(env, clientCredentials(ctx));
   if (!app) return tokenError('invalid_client');
-  const scope = ctx.form.get('scope');
+  const scope = ctx.param('scope');
   const scopes = scope ? scope.trim().split(/ +/) : ['api'];
   const grant = {
     deviceCode: hexToken(),
@@ -822,7 +812,9 @@ export function registerOAuthRoutes(router: Router, env: Env): void {
     const user = signedInUser(env, handle.session);
     if (!user) return requireSignIn(ctx, handle);
     if (!csrfValid(ctx, handle.session)) return withCookie(html(422, rejectedPage()), handle);
-    const result = preAuthorize(env, (name) => ctx.form.get(name) ?? undefined);
+    // Doorkeeper builds the pre-authorization from Rails' `params`: fields in the form's action URL
+    // count as well as those in the body, and win over them.
+    const result = preAuthorize(env, (name) => ctx.param(name));
     if (!result.ok) return withCookie(html(200, oauthErrorPage(result.description)), handle);
     if (!approve) {
       return withCookie(

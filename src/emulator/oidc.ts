@@ -82,12 +82,23 @@ function emailClaims(user: User, scopes: string[]): Record<string, unknown> {
   return {};
 }
 
+/**
+ * GitLab's claim `website`: `user.full_website_url if user.website_url.present?`, where
+ * `full_website_url` prepends `http://` unless the value starts with `http://` or `https://`
+ * (case-sensitive, `%r{\Ahttps?://}`), so `HTTPS://x` and `ftp://x` get it too.
+ */
+export function fullWebsiteUrl(websiteUrl: string | null | undefined): string | undefined {
+  // Ruby's `present?`: nil, empty and whitespace-only are blank.
+  if (!websiteUrl || /^\s*$/.test(websiteUrl)) return undefined;
+  return /^https?:\/\//.test(websiteUrl) ? websiteUrl : `http://${websiteUrl}`;
+}
+
 function profileClaims(env: Env, user: User): Record<string, unknown> {
   return {
     name: user.name,
     nickname: user.username,
     preferred_username: user.username,
-    website: user.websiteUrl || undefined,
+    website: fullWebsiteUrl(user.websiteUrl),
     profile: env.url(`/${user.username}`),
     picture: avatarUrl(env, user),
   };
@@ -141,8 +152,20 @@ export function bearerToken(ctx: RequestContext): string | undefined {
   return ctx.param('access_token') ?? ctx.param('bearer_token');
 }
 
-function doorkeeperChallenge(error: string, description: string): string {
-  return `Bearer realm="Doorkeeper", error="${error}", error_description="${description}"`;
+/**
+ * Doorkeeper's `ErrorResponse#headers` (v5.8.1): `Cache-Control: no-store, no-cache` and the
+ * `WWW-Authenticate` challenge, but no `Pragma`; only `TokenResponse#headers`, the success, adds
+ * `Pragma: no-cache`. (`Content-Type` is left to the reply.)
+ * @example
+ * ```ts
+ * json(401, body, doorkeeperErrorHeaders('invalid_token', 'The access token is invalid'));
+ * ```
+ */
+export function doorkeeperErrorHeaders(error: string, description: string): Record<string, string> {
+  return {
+    'cache-control': 'no-store, no-cache',
+    'www-authenticate': `Bearer realm="Doorkeeper", error="${error}", error_description="${description}"`,
+  };
 }
 
 /** Doorkeeper's description of why a token is not acceptable, or null when it is. */
@@ -160,23 +183,14 @@ function userinfo(env: Env, ctx: RequestContext): Reply {
   const user = token && state.userById(token.userId);
   // `User.active.find_by` finds no blocked or deactivated user: newer gems answer invalid_token.
   if (!problem && user?.state !== 'active') problem = 'The access token is invalid';
+  // `doorkeeper_authorize!` answers `head` with the error's headers, less `Content-Type`.
   if (problem || !token || !user) {
-    return {
-      status: 401,
-      headers: { 'www-authenticate': doorkeeperChallenge('invalid_token', problem ?? '') },
-    };
+    return { status: 401, headers: doorkeeperErrorHeaders('invalid_token', problem ?? '') };
   }
   state.markUsed(token);
   if (!token.scopes.includes('openid')) {
-    return {
-      status: 403,
-      headers: {
-        'www-authenticate': doorkeeperChallenge(
-          'insufficient_scope',
-          'The request requires higher privileges than provided by the access token.',
-        ),
-      },
-    };
+    // `ForbiddenTokenResponse#headers` deletes `WWW-Authenticate`: only `Cache-Control` is left.
+    return { status: 403, headers: { 'cache-control': 'no-store, no-cache' } };
   }
   const now = state.now();
   const atLevel = (level: number) =>

@@ -11,6 +11,7 @@ import {
   type Reply,
   type RequestContext,
   type Router,
+  railsParam,
   readBody,
 } from './http.js';
 import type { Fault, LogEntry } from './state.js';
@@ -178,7 +179,7 @@ export function createListener(
       headers: req.headers,
       cookies: parseCookies(req.headers.cookie),
       params: found.params,
-      param: (name) => form.get(name) ?? url.searchParams.get(name) ?? undefined,
+      param: (name) => railsParam(url.searchParams, form, name),
     };
     finish(await found.handler(ctx));
   }

@@ -192,9 +192,17 @@ describe('authentication errors', () => {
       scope: 'api read_api',
     });
     expect(groups.headers.get('www-authenticate')).toBeNull();
-    const user = await api('/user', openid);
-    expect(user.status).toBe(403);
-    expect(user.body).toMatchObject({ error: 'insufficient_scope', scope: 'api read_api read_user' });
+    // `APIGuard#scopes_registered_for_endpoint`: the endpoint class's own scopes (`API::Users`:
+    // read_user) come before those of `API::API` (api, read_api).
+    for (const path of ['/user', '/users/1', '/version']) {
+      const user = await api(path, openid);
+      expect(user.status).toBe(403);
+      expect(user.body).toEqual({
+        error: 'insufficient_scope',
+        error_description: 'The request requires higher privileges than provided by the access token.',
+        scope: 'read_user api read_api',
+      });
+    }
   });
 
   it('refuses group and member calls to a read_user token', async () => {

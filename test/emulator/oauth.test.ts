@@ -118,6 +118,8 @@ async function expectTokenError(res: Response, status: number, error: string, de
   expect(await res.text()).toBe(JSON.stringify({ error, error_description: description }));
   expect(res.headers.get('content-type')).toBe('application/json; charset=utf-8');
   expect(res.headers.get('cache-control')).toBe('no-store, no-cache');
+  // Doorkeeper 5.8.1 `ErrorResponse#headers` has no `Pragma`; only the success (`TokenResponse`) sends it.
+  expect(res.headers.get('pragma')).toBeNull();
   expect(res.headers.get('www-authenticate')).toBe(
     `Bearer realm="Doorkeeper", error="${error}", error_description="${description}"`,
   );
@@ -821,8 +823,9 @@ describe('refresh tokens', () => {
     expect((await userinfo(fresh.access_token)).status).toBe(200);
     const oldInfo = await tokenInfo(old.access_token);
     expect(oldInfo.status).toBe(401);
+    // `Oauth::TokenInfoController` builds `InvalidTokenResponse.new` without a reason.
     expect(((await oldInfo.json()) as { error_description: string }).error_description).toBe(
-      'The access token was revoked',
+      'The access token is invalid',
     );
     expect((await userinfo(old.access_token)).status).toBe(401);
     await expectTokenError(await refresh(old.refresh_token), 400, 'invalid_grant', INVALID_GRANT);
@@ -1022,8 +1025,16 @@ describe('revocation, token info and introspection', () => {
     gitlab.control.advanceClock(7201);
     const expired = await tokenInfo(access_token);
     expect(expired.status).toBe(401);
+    // `InvalidTokenResponse.new` has no reason, so an expired token is "invalid" here, not "expired".
+    const description = 'The access token is invalid';
     expect(await expired.text()).toBe(
-      '{"error":"invalid_token","error_description":"The access token expired","state":"unauthorized"}',
+      `{"error":"invalid_token","error_description":"${description}","state":"unauthorized"}`,
+    );
+    // `ErrorResponse#headers`: no-store, no-cache and the challenge, no Pragma.
+    expect(expired.headers.get('cache-control')).toBe('no-store, no-cache');
+    expect(expired.headers.get('pragma')).toBeNull();
+    expect(expired.headers.get('www-authenticate')).toBe(
+      `Bearer realm="Doorkeeper", error="invalid_token", error_description="${description}"`,
     );
     const unknown = await fetch(`${gitlab.url}/oauth/token/info`);
     expect(unknown.status).toBe(401);
@@ -1170,5 +1181,117 @@ describe('relative URL root (/gitlab)', () => {
     expect((await fetch(`${origin}/.well-known/openid-configuration`)).status).toBe(404);
     expect((await postForm(`${origin}/oauth/token`, { grant_type: 'refresh_token' })).status).toBe(404);
     expect((await fetch(`${origin}/oauth/authorize`, { redirect: 'manual' })).status).toBe(404);
+  });
+});
+
+describe("Rails' params: query and body together, the query winning", () => {
+  /** The consent page's Authorize form with some fields moved from the body into its action URL. */
+  function moveToActionUrl(page: Page, names: string[]): { action: string; fields: Record<string, string> } {
+    const form = formWith(page, { testId: 'authorization-button' });
+    const action = new URL(form.action);
+    const fields = { ...form.fields };
+    for (const name of names) {
+      if (fields[name] !== undefined) action.searchParams.set(name, fields[name]!);
+      delete fields[name];
+    }
+    return { action: action.href, fields };
+  }
+
+  it('issues a code for a consent form posted with its fields in the action URL', async () => {
+    const browser = await signedIn();
+    const page = await consent(browser, authorizeFor({ state: 'in-the-url' }));
+    const form = formWith(page, { testId: 'authorization-button' });
+    const all = Object.keys(form.fields).filter((name) => name !== 'authenticity_token');
+    expect(all).toEqual(expect.arrayContaining(['client_id', 'redirect_uri', 'response_type', 'scope']));
+    const moved = moveToActionUrl(page, all);
+    expect(Object.keys(moved.fields)).toEqual(['authenticity_token']);
+    const answer = await browser.submit({ ...form, ...moved });
+    expect(answer.status, answer.body).toBe(302);
+    const params = callbackParams(answer.location!);
+    expect(params['state']).toBe('in-the-url');
+    const res = await redeem({
+      grant_type: 'authorization_code',
+      code: params['code'],
+      redirect_uri: CALLBACK,
+      ...clientPost(),
+    });
+    expect(res.status).toBe(200);
+  });
+
+  it('takes the CSRF token from the action URL too', async () => {
+    const browser = await signedIn();
+    const page = await consent(browser, authorizeFor());
+    const form = formWith(page, { testId: 'authorization-button' });
+    const answer = await browser.submit({ ...form, ...moveToActionUrl(page, Object.keys(form.fields)) });
+    expect(answer.status).toBe(302);
+    expect(callbackParams(answer.location!)['code']).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('lets a name in the query win over the same name in the body', async () => {
+    const browser = await signedIn();
+    const page = await consent(browser, authorizeFor({ state: 'from-body' }));
+    const form = formWith(page, { testId: 'authorization-button' });
+    const withState = new URL(form.action);
+    withState.searchParams.set('state', 'from-query');
+    const answer = await browser.submit({ ...form, action: withState.href });
+    expect(answer.status).toBe(302);
+    expect(callbackParams(answer.location!)['state']).toBe('from-query');
+
+    // A wrong client_id in the query overrides the right one in the body.
+    const again = await consent(browser, authorizeFor());
+    const againForm = formWith(again, { testId: 'authorization-button' });
+    const wrongClient = new URL(againForm.action);
+    wrongClient.searchParams.set('client_id', 'f'.repeat(64));
+    const refused = await browser.submit({ ...againForm, action: wrongClient.href });
+    expect(refused.status).toBe(200);
+    expect(errorPageDescription(refused)).toBe(INVALID_CLIENT);
+  });
+
+  it('reads token-endpoint parameters from the query as well', async () => {
+    const { refresh_token } = mint();
+    const url = new URL(tokenUrl());
+    url.searchParams.set('grant_type', 'refresh_token');
+    url.searchParams.set('refresh_token', refresh_token);
+    const res = await postForm(url.href, clientPost());
+    expect(res.status).toBe(200);
+    // The query's grant type wins over the body's.
+    const other = mint();
+    const conflicting = new URL(tokenUrl());
+    conflicting.searchParams.set('grant_type', 'refresh_token');
+    const refreshed = await postForm(conflicting.href, {
+      grant_type: 'password',
+      refresh_token: other.refresh_token,
+      ...clientPost(),
+    });
+    expect(refreshed.status).toBe(200);
+  });
+});
+
+describe('cache headers of the dynamic-application PKCE refusal', () => {
+  it("answers GitLab's own 400 without Doorkeeper's cache headers", async () => {
+    const fixtures = demoFixtures();
+    fixtures.applications![1]!.dynamic = true;
+    const dynamicGitlab = await startEmulator({ fixtures });
+    try {
+      const dynamicApp = dynamicGitlab.applications[1]!;
+      const res = await postForm(`${dynamicGitlab.url}/oauth/token`, {
+        grant_type: 'authorization_code',
+        code: 'a'.repeat(64),
+        redirect_uri: PUBLIC_CALLBACK,
+        client_id: dynamicApp.uid,
+      });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({
+        error: 'invalid_request',
+        error_description: 'PKCE code_verifier is required for dynamic OAuth applications',
+      });
+      // `Oauth::TokensController#validate_pkce_for_dynamic_applications` renders before Doorkeeper
+      // sets any header.
+      expect(res.headers.get('cache-control')).toBeNull();
+      expect(res.headers.get('pragma')).toBeNull();
+      expect(res.headers.get('www-authenticate')).toBeNull();
+    } finally {
+      await dynamicGitlab.close();
+    }
   });
 });

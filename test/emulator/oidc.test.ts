@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { createRemoteJWKSet, decodeProtectedHeader, type JWTPayload, jwtVerify } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
+import { demoFixtures, type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
 import { codeFlow, postForm, type TokenSet } from './browser.js';
 
 const OWNER = 'https://gitlab.org/claims/groups/owner';
@@ -94,6 +94,8 @@ async function expectUnauthorized(res: Response, description: string) {
   expect(res.headers.get('www-authenticate')).toBe(
     `Bearer realm="Doorkeeper", error="invalid_token", error_description="${description}"`,
   );
+  expect(res.headers.get('cache-control')).toBe('no-store, no-cache');
+  expect(res.headers.get('pragma')).toBeNull();
 }
 
 const sorted = (value: unknown) => [...(value as string[])].sort();
@@ -397,9 +399,11 @@ describe('userinfo', () => {
     const res = await userinfo(access_token);
     expect(res.status).toBe(403);
     expect(await res.text()).toBe('');
-    expect(res.headers.get('www-authenticate')).toMatch(
-      /^Bearer realm="Doorkeeper", error="insufficient_scope", error_description="[^"]+"$/,
-    );
+    // Doorkeeper 5.8.1 `ForbiddenTokenResponse#headers` deletes `WWW-Authenticate`; `head 403` keeps
+    // the rest of `ErrorResponse#headers` but `Content-Type`.
+    expect(res.headers.get('www-authenticate')).toBeNull();
+    expect(res.headers.get('cache-control')).toBe('no-store, no-cache');
+    expect(res.headers.get('pragma')).toBeNull();
   });
 
   it('refuses the token of a blocked user', async () => {
@@ -466,5 +470,62 @@ describe('avatars', () => {
     } finally {
       await gitlab.close();
     }
+  });
+});
+
+describe('website', () => {
+  // GitLab's claim is `user.full_website_url if user.website_url.present?`, and `full_website_url`
+  // prepends `http://` unless the stored value matches `%r{\Ahttps?://}` (case-sensitive).
+  const cases: Array<[user: string, stored: string, claim: string | undefined]> = [
+    ['alice', 'https://alice.acme.test', 'https://alice.acme.test'],
+    ['bob', 'bob.example/~bob', 'http://bob.example/~bob'],
+    ['carol', 'http://carol.example', 'http://carol.example'],
+    ['erin', 'HTTPS://erin.example', 'http://HTTPS://erin.example'],
+    ['grace', 'ftp://grace.example', 'http://ftp://grace.example'],
+    ['root', '   ', undefined],
+  ];
+  let site: RunningEmulator;
+  beforeAll(async () => {
+    const fixtures = demoFixtures();
+    for (const [username, stored] of cases) {
+      fixtures.users!.find((u) => u.username === username)!.websiteUrl = stored;
+    }
+    site = await startEmulator({ fixtures });
+  });
+  afterAll(() => site.close());
+
+  it('makes the website absolute in userinfo and in the ID token, as full_website_url does', async () => {
+    const siteApp = site.applications[0]!;
+    for (const [username, , claim] of cases) {
+      const { access_token, refresh_token } = site.control.mintToken({
+        user: username,
+        scopes: ['openid', 'profile'],
+      });
+      const info = await fetch(`${site.url}/oauth/userinfo`, {
+        headers: { authorization: `Bearer ${access_token}` },
+      });
+      expect(info.status).toBe(200);
+      expect(((await info.json()) as Record<string, unknown>)['website'], username).toBe(claim);
+
+      // A refresh always carries an ID token.
+      const refreshed = await postForm(`${site.url}/oauth/token`, {
+        grant_type: 'refresh_token',
+        refresh_token,
+        client_id: siteApp.uid,
+        client_secret: siteApp.secret,
+      });
+      expect(refreshed.status, username).toBe(200);
+      const { id_token } = (await refreshed.json()) as TokenSet;
+      const payload = JSON.parse(Buffer.from(id_token!.split('.')[1]!, 'base64url').toString('utf8'));
+      expect(payload['website'], username).toBe(claim);
+    }
+  });
+
+  it('keeps the stored value in the API, which GitLab does not rewrite', async () => {
+    const { access_token } = site.control.mintToken({ user: 'bob', scopes: ['read_user'] });
+    const me = await fetch(`${site.url}/api/v4/user`, {
+      headers: { authorization: `Bearer ${access_token}` },
+    });
+    expect(((await me.json()) as { website_url: string }).website_url).toBe('bob.example/~bob');
   });
 });
