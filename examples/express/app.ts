@@ -3,7 +3,14 @@
  * read with the user's own token, and sign-out. Plain server-rendered HTML, no client-side script.
  */
 import express from 'express';
-import type { Labgate, SessionUser } from 'labgate';
+import {
+  ERROR_CODES,
+  GitLabApiError,
+  isLabgateError,
+  type Labgate,
+  type Session,
+  type SessionUser,
+} from 'labgate';
 import { labgate as mountLabgate, requireUser } from 'labgate/express';
 
 /** A project as GitLab's `/api/v4/projects` lists it (the fields this page shows). */
@@ -65,24 +72,33 @@ function signOutForm(): string {
   return '<form method="post" action="/auth/logout"><button class="button secondary" type="submit">Sign out</button></form>';
 }
 
-/** Reads the user's projects with the user's own GitLab token. */
-async function projectsOf(auth: Labgate, token: string): Promise<GitLabProject[] | null> {
-  const url = `${auth.options.gitlabUrl.href.replace(/\/+$/, '')}/api/v4/projects?membership=true&simple=true&order_by=last_activity_at&per_page=20`;
+/** The user's projects read with the user's own token, or a sentence saying why GitLab did not list them. */
+async function projectsOf(auth: Labgate, session: Session): Promise<GitLabProject[] | string> {
   try {
-    const response = await fetch(url, {
-      headers: { authorization: `Bearer ${token}` },
-      signal: AbortSignal.timeout(10_000),
+    // labgate's client renews the token and retries once when GitLab refuses it: GitLab may end a
+    // token before its expiry time (revoked by an administrator, a clock that runs ahead).
+    return await auth.gitlab(session).get<GitLabProject[]>('/projects', {
+      membership: true,
+      simple: true,
+      order_by: 'last_activity_at',
+      per_page: 20,
     });
-    return response.ok ? ((await response.json()) as GitLabProject[]) : null;
-  } catch {
-    return null;
+  } catch (error) {
+    if (!(error instanceof GitLabApiError)) throw error;
+    if (error.status === 0) return 'GitLab could not be reached. Try again in a moment.';
+    // GitLab says insufficient_scope (403) only for a token without the scope; other 403s mean other things.
+    if (error.status === 403 && /insufficient_scope|higher privileges/i.test(error.gitlabMessage ?? ''))
+      return 'GitLab refused: the sign-in did not grant the read_api scope this page needs (insufficient_scope).';
+    if (error.status === 401)
+      return 'GitLab refused the app’s token, even after renewing it. Sign out and sign in again.';
+    return `GitLab answered ${error.status}${error.gitlabMessage ? `: ${error.gitlabMessage}` : ''}.`;
   }
 }
 
-function profilePage(user: SessionUser, projects: GitLabProject[] | null): string {
+function profilePage(user: SessionUser, projects: GitLabProject[] | string): string {
   const projectList =
-    projects === null
-      ? '<p class="muted">Your projects could not be read (the app needs the <code>read_api</code> scope).</p>'
+    typeof projects === 'string'
+      ? `<p class="muted" data-testid="projects-error">Your projects could not be read. ${html(projects)}</p>`
       : projects.length === 0
         ? '<p class="muted">You are not a member of any project.</p>'
         : `<ul class="projects" data-testid="projects">${projects
@@ -145,9 +161,17 @@ export function createApp(auth: Labgate): express.Express {
   });
 
   app.get('/profile', requireUser(), async (req, res) => {
-    const context = req.labgate!;
-    const token = await context.accessToken();
-    res.type('html').send(profilePage(context.user!, await projectsOf(auth, token)));
+    const { user, session } = req.labgate!;
+    let projects: GitLabProject[] | string;
+    try {
+      projects = await projectsOf(auth, session!);
+    } catch (error) {
+      if (!isLabgateError(error)) throw error;
+      // GitLab refused the refresh token: labgate has ended the session, so sign in again.
+      if (error.code === 'session_required') return res.redirect(303, auth.signInUrl('/profile'));
+      projects = `${ERROR_CODES[error.code].title}. Try again in a moment.`;
+    }
+    res.type('html').send(profilePage(user!, projects));
   });
 
   // A small JSON endpoint (the benchmark's authenticated route).

@@ -331,6 +331,31 @@ export class EmulatorControl {
   }
 
   /**
+   * Ends every live access token now, without moving the emulator's clock: what an app sees when
+   * GitLab ends a token before the app's clock says so (an administrator revoked it, GitLab's clock
+   * runs ahead, an older GitLab expired it early). The API and userinfo answer 401 `invalid_token`
+   * ("Token is expired"); refresh tokens stay valid, so a client that refreshes carries on.
+   * Returns how many tokens were expired.
+   *
+   * @example
+   * ```ts
+   * gitlab.control.expireAccessTokens(); // or POST /-/emulator/tokens/expire
+   * ```
+   */
+  expireAccessTokens(): number {
+    const state = this.#state;
+    const now = state.nowSeconds();
+    let expired = 0;
+    for (const token of state.tokens) {
+      if (token.revokedAt !== null || state.isExpired(token)) continue;
+      // A token is expired once the clock is past createdAt + expiresIn: make that a second ago.
+      token.expiresIn = now - token.createdAt - 1;
+      expired++;
+    }
+    return expired;
+  }
+
+  /**
    * Issues a token for a user without the browser flow, as if they had authorised the application
    * (the first application by default) with these scopes (its registered scopes by default).
    */
@@ -554,6 +579,11 @@ export function registerControlRoutes(router: Router, control: EmulatorControl):
       }
       return control.mintToken(options);
     }),
+  );
+  router.on(
+    'POST',
+    `${p}/tokens/expire`,
+    guard(() => ({ expired: control.expireAccessTokens() })),
   );
   router.on(
     'GET',

@@ -69,6 +69,52 @@ describe('labgate emulator', () => {
     expect(((await me.json()) as { username: string }).username).toBe('alice');
   });
 
+  it('expires every access token over its control API, keeping its clock and the refresh tokens', async () => {
+    const { url } = await start(['emulator', '--port', '0']);
+    const app = normaliseFixtures(demoFixtures()).applications[0]!;
+    const control = (path: string, body?: unknown) =>
+      fetch(`${url}/-/emulator${path}`, {
+        method: body === undefined ? 'GET' : 'POST',
+        headers: { 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const me = (token: string) =>
+      fetch(`${url}/api/v4/user`, { headers: { authorization: `Bearer ${token}` } });
+    const minted = (await (await control('/tokens', { user: 'alice', scopes: ['read_user'] })).json()) as {
+      access_token: string;
+      refresh_token: string;
+    };
+    expect((await me(minted.access_token)).status).toBe(200);
+    const before = ((await (await control('/clock')).json()) as { now: string }).now;
+
+    const expire = await control('/tokens/expire', {});
+    expect(expire.status).toBe(200);
+    expect(await expire.json()).toEqual({ expired: 1 });
+    const refused = await me(minted.access_token);
+    expect(refused.status).toBe(401);
+    expect(await refused.json()).toMatchObject({ error: 'invalid_token', error_description: /expired/ });
+    // The clock did not move: it still reads the real time (give or take the test's own duration).
+    const after = ((await (await control('/clock')).json()) as { now: string }).now;
+    expect(Date.parse(after) - Date.parse(before)).toBeLessThan(5_000);
+    expect(Math.abs(Date.parse(after) - Date.now())).toBeLessThan(5_000);
+
+    const refreshed = await fetch(`${url}/oauth/token`, {
+      method: 'POST',
+      body: new URLSearchParams({
+        grant_type: 'refresh_token',
+        refresh_token: minted.refresh_token,
+        client_id: app.uid,
+        client_secret: app.secret,
+      }),
+    });
+    expect(refreshed.status).toBe(200);
+    const renewed = (await refreshed.json()) as { access_token: string };
+    expect((await me(renewed.access_token)).status).toBe(200);
+    // Nothing left to expire but the renewed token.
+    expect(await (await control('/tokens/expire', {})).json()).toEqual({ expired: 1 });
+    expect(await (await control('/tokens/expire', {})).json()).toEqual({ expired: 0 });
+  });
+
   it('serves under --base-path', async () => {
     const { url } = await start(['emulator', '--port', '0', '--base-path', '/gitlab']);
     expect(url).toMatch(/\/gitlab$/);

@@ -3,58 +3,22 @@
  * the GitLab emulator's own pages (sign-in, two-factor, consent, the auto-approve "Redirecting"
  * page), the profile it shows, sign-out, and a refusal at the consent page.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createApp } from '../../examples/express/app.js';
-import { createLabgate } from '../../src/core/index.js';
-import { type EmulatorOptions, type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
 import { launchChromium, type RunningChromium, skipBrowserTests, totp } from './browser.js';
+import {
+  authorize,
+  enterPassword,
+  listedProjects,
+  openGitLabSignIn,
+  type Stack,
+  startStack,
+  text,
+} from './stack.js';
 
 const ARTIFACTS = new URL('./artifacts/', import.meta.url);
-const SCOPES = 'openid profile email read_user read_api';
 const CAROL_TOTP_SECRET = 'JBSWY3DPEHPK3PXP';
-
-/** The emulator and the reference app on a real loopback port, signed in through it. */
-interface Stack {
-  gitlab: RunningEmulator;
-  /** The app's origin, `http://127.0.0.1:<port>`. */
-  origin: string;
-  close(): Promise<void>;
-}
-
-async function startStack(options: EmulatorOptions = {}): Promise<Stack> {
-  const gitlab = await startEmulator(options);
-  // Listen first: the app's origin (and so its redirect URI) is only known once the port is.
-  const server: Server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const app = gitlab.applications[0]!;
-  const auth = createLabgate({
-    gitlabUrl: gitlab.url,
-    clientId: app.uid,
-    clientSecret: app.secret,
-    url: origin,
-    secret: randomBytes(32).toString('base64url'),
-    scopes: SCOPES,
-    logger: false,
-  });
-  server.on('request', createApp(auth));
-  return {
-    gitlab,
-    origin,
-    async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      await gitlab.close();
-    },
-  };
-}
 
 /** The top-level documents the page loaded, as `STATUS METHOD URL`, to tell which pages a flow went through. */
 function recordNavigations(page: Page): string[] {
@@ -65,30 +29,6 @@ function recordNavigations(page: Page): string[] {
       seen.push(`${response.status()} ${request.method()} ${response.url()}`);
   });
   return seen;
-}
-
-const text = async (page: Page, testId: string): Promise<string> =>
-  ((await page.getByTestId(testId).textContent()) ?? '').trim();
-
-/** From the app's home page to GitLab's sign-in page; checks that it is GitLab's. */
-async function openGitLabSignIn(page: Page, stack: Stack): Promise<void> {
-  await page.goto(`${stack.origin}/`);
-  await page.getByTestId('sign-in').click();
-  await page.waitForURL((url) => url.href.startsWith(`${stack.gitlab.url}/users/sign_in`));
-  expect(await page.title()).toBe('Sign in · GitLab');
-}
-
-async function enterPassword(page: Page, username: string): Promise<void> {
-  await page.getByTestId('username-field').fill(username);
-  await page.getByTestId('password-field').fill(`${username}-password`);
-  await page.getByTestId('sign-in-button').click();
-}
-
-async function authorize(page: Page, stack: Stack): Promise<void> {
-  await page.getByTestId('authorization-button').waitFor();
-  expect(await page.title()).toBe('Authorize application · GitLab');
-  await page.getByTestId('authorization-button').click();
-  await page.waitForURL(`${stack.origin}/profile`);
 }
 
 /** The whole first sign-in of alice and her profile page. */
@@ -107,10 +47,7 @@ async function signInAliceAndCheckProfile(page: Page, stack: Stack): Promise<voi
   expect(await text(page, 'created-at')).toContain('14 March 2023');
   // GitLab's last_sign_in_at is the sign-in before the current one: the fixtures' date.
   expect(await text(page, 'last-sign-in')).toContain('20 November 2026');
-  const projects = (await page.getByTestId('projects').locator('li a').allTextContents()).map((p) =>
-    p.trim(),
-  );
-  expect(projects).toContain('Acme / App');
+  expect(await listedProjects(page)).toContain('Acme / App');
 }
 
 describe.skipIf(skipBrowserTests)('sign-in in a real browser (chromium)', { timeout: 60_000 }, () => {
@@ -203,7 +140,8 @@ describe.skipIf(skipBrowserTests)('sign-in in a real browser (chromium)', { time
     const again = page.getByRole('link', { name: 'Start again' });
     expect(await again.isVisible()).toBe(true);
     expect(await page.locator('.code code').first().textContent()).toBe('access_denied');
-    expect(await page.evaluate(async () => (await fetch('/auth/session')).status)).toBe(401);
+    // The error page's CSP allows no fetch from it: ask with the browser's cookies from outside.
+    expect((await browser!.context.request.get(`${stack.origin}/auth/session`)).status()).toBe(401);
     // "Start again" leads back to GitLab, where the user is still signed in: straight to consent.
     await again.click();
     await page.getByTestId('authorization-button').waitFor();
@@ -218,7 +156,7 @@ describe.skipIf(skipBrowserTests)(
     let browser: RunningChromium | undefined;
 
     beforeAll(async () => {
-      stack = await startStack({ basePath: '/gitlab' });
+      stack = await startStack({ emulator: { basePath: '/gitlab' } });
       browser = await launchChromium();
     });
     afterAll(async () => {
