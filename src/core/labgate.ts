@@ -19,7 +19,7 @@ import { createGitLabClient, type GitLabClient, type GitLabClientOptions } from 
 import { logText } from './log.js';
 import { fetchAccessFacts, TokenRejected } from './memberships.js';
 import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import { errorPage, htmlResponse, logoutPage, PAGE_HEADERS } from './pages.js';
+import { errorPage, htmlResponse, linkPage, logoutPage, PAGE_HEADERS } from './pages.js';
 import { discover, guardFetch, type Provider, syncClock, toLabgateError } from './provider.js';
 import { safeReturnTo } from './redirects.js';
 import { allowedMethods, routeOf } from './routes.js';
@@ -308,21 +308,63 @@ export function createLabgate(input: LabgateOptions): Labgate {
     });
   }
 
+  /**
+   * `GET /auth/link` asks the signed-in user to confirm; `POST /auth/link` (from this site, for a live
+   * session) starts a sign-in whose account is linked to the session's user. 404 unless
+   * `accountLinking` is on.
+   */
+  async function link(request: Request): Promise<Response> {
+    if (!options.accountLinking) throw new LabgateError('not_found');
+    if (request.method === 'GET' || request.method === 'HEAD') {
+      if (!(await stateOf(request))) throw new LabgateError('session_required');
+      return htmlResponse(linkPage(`${prefix}/link`));
+    }
+    if (request.method !== 'POST') throw new LabgateError('method_not_allowed');
+    if (!sameOrigin(request))
+      throw new LabgateError('csrf_rejected', 'linking an account was not requested by this site');
+    const state = await stateOf(request);
+    if (!state) throw new LabgateError('session_required');
+    const fields = await readForm(request);
+    return startSignIn(ctx, request, { returnTo: fields.get('returnTo'), link: state.session.id });
+  }
+
   async function callback(request: Request): Promise<Response> {
     const headers = new Headers(PAGE_HEADERS);
     try {
       const done = await completeSignIn(ctx, request, (cookie) => headers.append('set-cookie', cookie));
       const decision = await decideAtSignIn(done.user, done.tokens);
       done.user.roles = decision.roles;
-      // A second GitLab account signed in while a session is open is linked to the same user.
       const current = await stateOf(request).catch(() => null);
+      // The session is always the account's that just signed in: a cookie that happens to be there
+      // links nothing. Only a link its user asked for (POST /auth/link) on this very session does
+      // (docs/security.md, SESSION-7).
+      let linkTo: string | undefined;
+      if (done.link !== null) {
+        if (!options.accountLinking || current?.session.id !== done.link) {
+          await revoke(done.tokens);
+          throw new LabgateError('transaction_invalid', 'the account link was asked for by another session');
+        }
+        linkTo = current.session.userId;
+      }
       const userId = await storeCall(() =>
         store.upsertIdentity(
           { issuer: done.user.issuer, sub: done.user.sub, profile: done.user, updatedAt: options.now() },
-          { newUserId: randomToken(16), ...(current ? { linkTo: current.session.userId } : {}) },
+          { newUserId: randomToken(16), ...(linkTo === undefined ? {} : { linkTo }) },
         ),
       );
-      if (current) await sessions.end(current);
+      if (linkTo !== undefined && userId !== linkTo) {
+        await revoke(done.tokens);
+        throw new LabgateError('access_forbidden', 'the GitLab account belongs to another user', {
+          detail: 'This GitLab account is already linked to another user, so it cannot be linked to yours.',
+        });
+      }
+      if (linkTo !== undefined)
+        logger.info(
+          `labgate: ${logText(done.user.username, 64)} (${done.user.issuer} ${logText(done.user.sub, 64)}) linked to user ${userId}`,
+        );
+      // The browser's previous session is ended when it was the same user's (a new sign-in rotates it);
+      // another user's session is not this sign-in's to end.
+      if (current && current.session.userId === userId) await sessions.end(current);
       const { setCookie, state } = await sessions.create(done.user, done.tokens, userId);
       const now = options.now();
       await sessions.setAccess(state, { roles: decision.roles, checkedAt: now, okAt: now });
@@ -332,7 +374,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
       headers.append('set-cookie', setCookie);
       headers.set('location', done.returnTo);
       logger.info(
-        `labgate: ${done.user.username} (${done.user.issuer} ${done.user.sub}) signed in, session ${state.session.id}`,
+        `labgate: ${logText(done.user.username, 64)} (${done.user.issuer} ${logText(done.user.sub, 64)}) signed in, session ${state.session.id}`,
       );
       events.emit('session.created', {
         sessionId: state.session.id,
@@ -369,6 +411,8 @@ export function createLabgate(input: LabgateOptions): Labgate {
         return sessionList(request);
       case '/webhooks/gitlab':
         return webhook(request);
+      case '/link':
+        return link(request);
       case '/session': {
         if (method !== 'GET' && method !== 'HEAD') throw new LabgateError('method_not_allowed');
         // Through the same check as getSession: a session whose access is due is re-checked first.
@@ -396,11 +440,22 @@ export function createLabgate(input: LabgateOptions): Labgate {
     }
     const name = routeOf(path, prefix);
     if (name === null) return null;
+    let response: Response;
     try {
-      return await route(request, name);
+      response = await route(request, name);
     } catch (error) {
-      return errorResponse(error, request, path);
+      response = errorResponse(error, request, path);
     }
+    // A session cookie that does not open (forged, ended, expired) is cleared where labgate learns it:
+    // an answer that asks for a sign-in, and the sign-in itself (docs/security.md, COOKIE-3).
+    if (
+      (response.status === 401 || name === '/login') &&
+      sessions.holdsCookie(request.headers.get('cookie'))
+    ) {
+      const dead = response.status === 401 || (await stateOf(request).catch(() => null)) === null;
+      if (dead) response.headers.append('set-cookie', sessions.clearCookie());
+    }
+    return response;
   }
 
   async function fromCookies(header: string | null | undefined): Promise<Session | null> {

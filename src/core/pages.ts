@@ -78,3 +78,14 @@ export function logoutPage(action: string): string {
 <form method="post" action="${escapeHtml(action)}"><button type="submit">Sign out</button></form>`,
   );
 }
+
+/** `GET /auth/link`: linking another GitLab account changes who may act as this user, so it takes a POST. */
+export function linkPage(action: string): string {
+  return page(
+    'Link another GitLab account',
+    `<h1>Link another GitLab account?</h1>
+<p>You will sign in with another GitLab account (on this or another GitLab). It will then belong to your
+user here: signing in with either account opens the same user.</p>
+<form method="post" action="${escapeHtml(action)}"><button type="submit">Link an account</button></form>`,
+  );
+}

@@ -181,6 +181,11 @@ export class Sessions {
     }
   }
 
+  /** Whether a `Cookie` header carries the session cookie at all, usable or not. */
+  holdsCookie(header: string | null | undefined): boolean {
+    return !!header?.includes(this.cookieName) && readCookie(header, this.cookieName) !== undefined;
+  }
+
   /** The session cookie's value in a `Cookie` header, or null when there is none that can be used. */
   #cookieValue(header: string | null | undefined): string | null {
     if (!header?.includes(this.cookieName)) return null;

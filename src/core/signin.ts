@@ -25,6 +25,8 @@ interface Transaction {
   redirectUri: string;
   createdAt: number;
   expiresAt: number;
+  /** The session that asked to link the account signing in to its user (`POST /auth/link`). */
+  link?: string;
 }
 
 /** How long a sign-in may take, from the click to the callback. */
@@ -63,11 +65,19 @@ function transactionCookies(options: ResolvedOptions, header: string | null): [s
   return [...parseCookieHeader(header).cookies].filter(([name]) => pattern.test(name));
 }
 
-/** `GET /auth/login?returnTo=/path`: answers the redirect to GitLab with a new transaction cookie. */
-export async function startSignIn(ctx: SignInContext, request: Request): Promise<Response> {
+/**
+ * `GET /auth/login?returnTo=/path`: answers the redirect to GitLab with a new transaction cookie.
+ * With `link`, the transaction records the session that asked to link the account about to sign in.
+ */
+export async function startSignIn(
+  ctx: SignInContext,
+  request: Request,
+  start: { returnTo: string | null; link?: string } = {
+    returnTo: new URL(request.url).searchParams.get('returnTo'),
+  },
+): Promise<Response> {
   const { options } = ctx;
-  const url = new URL(request.url);
-  const returnTo = safeReturnTo(url.searchParams.get('returnTo'), options.origin);
+  const returnTo = safeReturnTo(start.returnTo, options.origin);
   const provider = await ctx.provider();
   const keys = await ctx.keys();
   const now = options.now();
@@ -82,6 +92,7 @@ export async function startSignIn(ctx: SignInContext, request: Request): Promise
     redirectUri: options.redirectUri,
     createdAt: now,
     expiresAt: now + TRANSACTION_LIFETIME_MS,
+    ...(start.link === undefined ? {} : { link: start.link }),
   };
   const scopes = oidc
     ? options.scopes
@@ -156,6 +167,8 @@ export interface CompletedSignIn {
   user: SessionUser;
   tokens: TokenSet;
   returnTo: string;
+  /** The session that asked to link this account to its user, when the flow began at `/auth/link`. */
+  link: string | null;
 }
 
 /**
@@ -330,6 +343,7 @@ async function callback(
       scope: granted.join(' '),
     },
     returnTo: safeReturnTo(transaction.returnTo, options.origin),
+    link: typeof transaction.link === 'string' ? transaction.link : null,
   };
 }
 
