@@ -1,9 +1,13 @@
 /**
  * A small client of GitLab's REST API v4 on the signed-in user's behalf: the base URL with its
  * sub-path, `Authorization: Bearer` only (never `?access_token=`), one retry after a refresh on 401,
- * `429` honoured with a bounded `Retry-After`, an async iterator over GitLab's pagination, and typed
- * errors that never carry the token.
+ * `429` honoured with a bounded `Retry-After`, one retry of a `GET` whose connection was reset before
+ * GitLab answered, an async iterator over GitLab's pagination, JSON refused when an object names a
+ * member twice, and typed errors that never carry the token.
  */
+import { parseStrictJson, StrictJsonError } from './json.js';
+import { logText } from './log.js';
+import { isConnectionReset } from './provider.js';
 
 /** A GitLab API error: the status and GitLab's message, never the token or the query string. */
 export class GitLabApiError extends Error {
@@ -97,11 +101,12 @@ async function gitlabMessage(response: Response): Promise<string | null> {
     const text = await response.text();
     const body = JSON.parse(text) as { message?: unknown; error?: unknown; error_description?: unknown };
     const message = body.message ?? body.error_description ?? body.error;
+    // GitLab's text goes into the error's message, and so into log lines.
     return typeof message === 'string'
-      ? message.slice(0, 300)
+      ? logText(message, 300)
       : message === undefined
         ? null
-        : JSON.stringify(message).slice(0, 300);
+        : logText(JSON.stringify(message), 300);
   } catch {
     return null;
   }
@@ -127,17 +132,42 @@ export function createGitLabClient(options: GitLabClientOptions): GitLabClient {
   const maxRetryAfter = options.maxRetryAfter ?? 10_000;
   const maxRetries = options.maxRetries ?? 2;
 
+  /** The path of a request as error messages name it: below the API base, without a query string. */
+  function barePath(path: string): string {
+    return new URL(`${apiUrl}${path}`).pathname.slice(new URL(apiUrl).pathname.length);
+  }
+
+  /** The JSON of an answer, refused when it is not JSON or an object names a member twice. */
+  function parseBody(text: string, response: Response, method: string, path: string): unknown {
+    try {
+      return parseStrictJson(text);
+    } catch (cause) {
+      throw new GitLabApiError({
+        status: response.status,
+        method,
+        path: barePath(path),
+        gitlabMessage:
+          cause instanceof StrictJsonError && cause.reason === 'duplicate'
+            ? `the response names the member ${JSON.stringify(logText(cause.member, 64))} twice`
+            : 'the response is not JSON',
+        cause,
+      });
+    }
+  }
+
   async function send(method: string, path: string, request: RequestOptions): Promise<Response> {
     if (!path.startsWith('/'))
-      throw new TypeError(`labgate: GitLab API paths start with "/" (got ${JSON.stringify(path)})`);
+      throw new TypeError(`labgate: GitLab API paths start with "/" (got ${JSON.stringify(logText(path))})`);
     const url = new URL(`${apiUrl}${path}`);
     appendQuery(url, request.query);
-    const bare = url.pathname.slice(new URL(apiUrl).pathname.length);
+    const bare = barePath(path);
+    const idempotent = method === 'GET' || method === 'HEAD';
     // The token GitLab answered 401 to. Only that one is refreshed: a call whose 401 arrives after a
     // concurrent call already refreshed takes the new token instead of refreshing (and, as GitLab
     // rotates, revoking) it again; a 429 retry after the 401 retry never refreshes.
     let rejected: string | null = null;
     let retries = 0;
+    let resent = false;
     for (;;) {
       let token = await options.getToken({ forceRefresh: false });
       if (token === rejected) token = await options.getToken({ forceRefresh: true });
@@ -164,6 +194,12 @@ export function createGitLabClient(options: GitLabClientOptions): GitLabClient {
           ...(body === undefined ? {} : { body }),
         });
       } catch (cause) {
+        // A connection closed before any answer (an idle keep-alive GitLab or a proxy dropped) is worth
+        // one more try for a read; a write might have been applied, and a timeout would only double.
+        if (idempotent && !resent && !signal.aborted && isConnectionReset(cause)) {
+          resent = true;
+          continue;
+        }
         throw new GitLabApiError({ status: 0, method, path: bare, gitlabMessage: null, cause });
       }
       if (response.status === 401 && rejected === null) {
@@ -197,17 +233,7 @@ export function createGitLabClient(options: GitLabClientOptions): GitLabClient {
     const response = await send(method.toUpperCase(), path, requestOptions);
     if (response.status === 204) return null as T;
     const text = await response.text();
-    try {
-      return (text === '' ? null : JSON.parse(text)) as T;
-    } catch (cause) {
-      throw new GitLabApiError({
-        status: response.status,
-        method,
-        path,
-        gitlabMessage: 'the response is not JSON',
-        cause,
-      });
-    }
+    return (text === '' ? null : parseBody(text, response, method.toUpperCase(), path)) as T;
   }
 
   return {
@@ -219,12 +245,12 @@ export function createGitLabClient(options: GitLabClientOptions): GitLabClient {
       const perPage = query['per_page'] ?? 100;
       while (page) {
         const response = await send('GET', path, { query: { ...query, per_page: perPage, page } });
-        const items = (await response.json()) as T[];
+        const items = parseBody(await response.text(), response, 'GET', path) as T[];
         if (!Array.isArray(items))
           throw new GitLabApiError({
             status: response.status,
             method: 'GET',
-            path,
+            path: barePath(path),
             gitlabMessage: 'not a list',
           });
         for (const item of items) yield item;

@@ -7,6 +7,8 @@ import { compactVerify, importJWK, type JWK } from 'jose';
 import * as oauth from 'oauth4webapi';
 import { fromBase64Url } from './crypto.js';
 import { LabgateError, type LabgateErrorCode } from './errors.js';
+import { parseStrictJson, repeatedMember, StrictJsonError } from './json.js';
+import { logText } from './log.js';
 import type { ResolvedOptions } from './options.js';
 
 /** What every oauth4webapi request of labgate carries. */
@@ -43,8 +45,88 @@ export interface JwksCache {
 }
 
 /**
- * Wraps `fetch` so that every request to GitLab has a timeout, a capped body and never follows a
- * redirect (credentials must not be replayed to another host).
+ * Errors that mean a connection closed under a request before any of GitLab's answer arrived: typically
+ * an idle keep-alive connection that GitLab (or a proxy in front of it) closed just as it was reused.
+ * undici reports them as `TypeError: fetch failed` with the socket error as `cause`.
+ */
+const RESET_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
+
+/**
+ * Whether a rejected `fetch` failed because the connection was reset or closed before an answer
+ * arrived (undici's `UND_ERR_SOCKET`, `ECONNRESET`, `EPIPE`). Timeouts, refused connections and DNS
+ * failures are not resets: retrying them would only double the wait.
+ *
+ * @example
+ * ```ts
+ * try { return await fetch(url); }
+ * catch (error) { if (method === 'GET' && isConnectionReset(error)) return await fetch(url); throw error; }
+ * ```
+ */
+export function isConnectionReset(error: unknown): boolean {
+  if (!(error instanceof TypeError)) return false;
+  // The socket error may itself wrap the system error (`SocketError` → `ECONNRESET`).
+  let cause: unknown = error.cause;
+  for (let depth = 0; depth < 3 && typeof cause === 'object' && cause !== null; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === 'string' && RESET_CODES.has(code)) return true;
+    cause = (cause as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/** Statuses of the answers the guard refused, by the error it threw (see {@link refusedAnswerStatus}). */
+const refused = new WeakMap<object, number>();
+
+function refuse(response: Response, error: LabgateError): LabgateError {
+  refused.set(error, response.status);
+  return error;
+}
+
+/**
+ * The HTTP status GitLab answered with, when `error` is the guard refusing that answer (too large, not
+ * JSON, a member name twice, a malformed ID token); `null` when GitLab's answer never arrived. A refused
+ * `2xx` from the token endpoint means GitLab took the grant: the code or refresh token is spent.
+ *
+ * @example
+ * ```ts
+ * const status = refusedAnswerStatus(error);
+ * if (status !== null && status < 300) endSession(); // the refresh token is spent, do not retry
+ * ```
+ */
+export function refusedAnswerStatus(error: unknown): number | null {
+  return typeof error === 'object' && error !== null ? (refused.get(error) ?? null) : null;
+}
+
+function mediaType(response: Response): string {
+  return (response.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+/** `application/json` and the `+json` types (`application/jwk-set+json`). */
+function isJsonType(type: string): boolean {
+  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
+}
+
+/** The path of a GitLab URL for an error message (never its query string). */
+function pathOf(url: string | URL): string {
+  try {
+    return logText(new URL(url).pathname, 100);
+  } catch {
+    return 'GitLab';
+  }
+}
+
+/**
+ * Wraps `fetch` so that every request to GitLab has a timeout, a capped body, never follows a redirect
+ * (credentials must not be replayed to another host), and never yields a JSON answer in which an object
+ * names a member twice. An idempotent request (`GET`, `HEAD`) whose connection was reset before any
+ * answer arrived is sent once more, within the same timeout; a `POST` never is (a code or a refresh
+ * token is single-use) and neither is a timeout.
+ *
+ * @example
+ * ```ts
+ * const guarded = guardFetch({ fetch, requestTimeout: 10_000, maxResponseBytes: 512 * 1024 });
+ * const response = await guarded('https://gitlab.example.com/oauth/discovery/keys');
+ * ```
  */
 export function guardFetch(
   options: Pick<ResolvedOptions, 'fetch' | 'requestTimeout' | 'maxResponseBytes'>,
@@ -52,13 +134,26 @@ export function guardFetch(
   return async (input, init = {}) => {
     const timeout = AbortSignal.timeout(options.requestTimeout);
     const signal = init.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
-    const response = await options.fetch(input, { ...init, signal, redirect: 'manual' });
+    const method = (init.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
+    const send = () => options.fetch(input, { ...init, signal, redirect: 'manual' });
+    let response: Response;
+    try {
+      response = await send();
+    } catch (error) {
+      // A rejected fetch carries no answer: for an idempotent request, sending it again is safe.
+      if ((method !== 'GET' && method !== 'HEAD') || signal.aborted || !isConnectionReset(error)) throw error;
+      response = await send();
+    }
+    const url = input instanceof Request ? input.url : input;
     const declared = Number(response.headers.get('content-length') ?? 0);
     if (declared > options.maxResponseBytes) {
       await response.body?.cancel();
-      throw new LabgateError(
-        'gitlab_error',
-        `GitLab's response is larger than ${options.maxResponseBytes} bytes`,
+      throw refuse(
+        response,
+        new LabgateError(
+          'gitlab_error',
+          `GitLab's response is larger than ${options.maxResponseBytes} bytes`,
+        ),
       );
     }
     if (!response.body) return response;
@@ -71,9 +166,12 @@ export function guardFetch(
       size += value.byteLength;
       if (size > options.maxResponseBytes) {
         await reader.cancel();
-        throw new LabgateError(
-          'gitlab_error',
-          `GitLab's response is larger than ${options.maxResponseBytes} bytes`,
+        throw refuse(
+          response,
+          new LabgateError(
+            'gitlab_error',
+            `GitLab's response is larger than ${options.maxResponseBytes} bytes`,
+          ),
         );
       }
       chunks.push(value);
@@ -84,6 +182,24 @@ export function guardFetch(
       body.set(chunk, offset);
       offset += chunk.byteLength;
     }
+    if (size > 0 && isJsonType(mediaType(response))) {
+      // Not JSON at all is left to the reader, which refuses it with its own, more precise error.
+      const text = new TextDecoder().decode(body);
+      let member: string | null = null;
+      try {
+        JSON.parse(text);
+        member = repeatedMember(text);
+      } catch {}
+      if (member !== null) {
+        throw refuse(
+          response,
+          new LabgateError(
+            'gitlab_error',
+            `GitLab's answer from ${pathOf(url)} names the member ${JSON.stringify(logText(member, 64))} twice`,
+          ),
+        );
+      }
+    }
     const nullBody = response.status === 204 || response.status === 304;
     return new Response(nullBody ? null : body, {
       status: response.status,
@@ -93,14 +209,79 @@ export function guardFetch(
   };
 }
 
+/**
+ * Refuses an ID token whose header or payload names a member twice (RFC 7515 §5.2, RFC 7519 §4), before
+ * oauth4webapi reads either. A token that is not a three-part JWS of JSON is left to oauth4webapi.
+ */
+function checkIdTokenMembers(idToken: string): void {
+  const parts = idToken.split('.');
+  if (parts.length !== 3) return;
+  for (const [index, part] of ['header', 'payload'].entries()) {
+    let text: string;
+    try {
+      text = new TextDecoder().decode(fromBase64Url(parts[index]!));
+      JSON.parse(text);
+    } catch {
+      continue;
+    }
+    const member = repeatedMember(text);
+    if (member !== null) {
+      throw new LabgateError(
+        'id_token_invalid',
+        `the ID token ${part} names the member ${JSON.stringify(logText(member, 64))} twice`,
+      );
+    }
+  }
+}
+
+/**
+ * What every answer to an oauth4webapi request must be, beyond the guard's rules: a `2xx` with a body is
+ * JSON (oauth4webapi parses any body as JSON whatever its type, and GitLab always answers
+ * `application/json`), and an ID token in a token response has no member twice.
+ */
+async function checkOAuthAnswer(response: Response, url: string, tokenEndpoint: boolean): Promise<void> {
+  if (!response.ok) return;
+  const text = await response.clone().text();
+  if (text === '') return;
+  const type = mediaType(response);
+  if (!isJsonType(type)) {
+    throw refuse(
+      response,
+      new LabgateError(
+        'gitlab_error',
+        `GitLab answered ${pathOf(url)} with ${response.status} and Content-Type ${JSON.stringify(logText(response.headers.get('content-type') ?? '', 100))}, not JSON`,
+      ),
+    );
+  }
+  if (!tokenEndpoint) return;
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return;
+  }
+  const idToken = (body as { id_token?: unknown } | null)?.id_token;
+  if (typeof idToken === 'string') {
+    try {
+      checkIdTokenMembers(idToken);
+    } catch (error) {
+      throw refuse(response, error as LabgateError);
+    }
+  }
+}
+
 /** Maps any failure of a call to GitLab to a {@link LabgateError}. */
 export function toLabgateError(error: unknown, fallback: LabgateErrorCode, what: string): LabgateError {
   if (error instanceof LabgateError) return error;
   if (error instanceof oauth.ResponseBodyError) {
     // GitLab's OAuth error body; its description is GitLab's text, never a secret.
-    return new LabgateError(fallback, `${what}: GitLab answered ${error.status} ${error.error}`, {
-      cause: error,
-    });
+    return new LabgateError(
+      fallback,
+      `${what}: GitLab answered ${error.status} ${logText(error.error, 64)}`,
+      {
+        cause: error,
+      },
+    );
   }
   if (error instanceof oauth.WWWAuthenticateChallengeError) {
     // Doorkeeper puts a challenge on token-endpoint errors too (`invalid_grant`, `invalid_client`):
@@ -109,7 +290,7 @@ export function toLabgateError(error: unknown, fallback: LabgateErrorCode, what:
     if (oauthError !== undefined && oauthError !== 'invalid_token') {
       return new LabgateError(
         fallback,
-        `${what}: GitLab answered ${error.status} ${oauthError.slice(0, 64)}`,
+        `${what}: GitLab answered ${error.status} ${logText(oauthError, 64)}`,
         {
           cause: error,
         },
@@ -127,22 +308,27 @@ export function toLabgateError(error: unknown, fallback: LabgateErrorCode, what:
       code === oauth.KEY_SELECTION ||
       /signature|JWT|ID Token|nonce/i.test(error.message)
     ) {
-      return new LabgateError('id_token_invalid', `${what}: ${error.message}`, { cause: error });
+      return new LabgateError('id_token_invalid', `${what}: ${logText(error.message)}`, { cause: error });
     }
-    return new LabgateError('gitlab_error', `${what}: ${error.message}`, { cause: error });
+    return new LabgateError('gitlab_error', `${what}: ${logText(error.message)}`, { cause: error });
   }
   if (error instanceof oauth.UnsupportedOperationError) {
     // An ID token with `crit` extensions or JWE encryption is an invalid ID token, not a GitLab outage.
     const code = /JWT|JWE/.test(error.message) ? 'id_token_invalid' : 'gitlab_error';
-    return new LabgateError(code, `${what}: ${error.message}`, { cause: error });
+    return new LabgateError(code, `${what}: ${logText(error.message)}`, { cause: error });
   }
   if (error instanceof DOMException && (error.name === 'TimeoutError' || error.name === 'AbortError')) {
     return new LabgateError('gitlab_unreachable', `${what}: GitLab did not answer in time`, { cause: error });
   }
   if (error instanceof TypeError) {
-    return new LabgateError('gitlab_unreachable', `${what}: ${error.message}`, { cause: error });
+    const code = (error.cause as { code?: unknown } | undefined)?.code;
+    return new LabgateError(
+      'gitlab_unreachable',
+      `${what}: ${logText(error.message)}${typeof code === 'string' ? ` (${logText(code, 40)})` : ''}`,
+      { cause: error },
+    );
   }
-  return new LabgateError(fallback, `${what}: ${error instanceof Error ? error.message : String(error)}`, {
+  return new LabgateError(fallback, `${what}: ${logText(error instanceof Error ? error.message : error)}`, {
     cause: error,
   });
 }
@@ -162,7 +348,7 @@ function checkEndpoints(server: oauth.AuthorizationServer, issuer: URL): void {
     if (!schemeOk || url.host !== issuer.host) {
       throw new LabgateError(
         'discovery_failed',
-        `GitLab's ${key} (${url.origin}) is not on the issuer's origin ${issuer.origin}`,
+        `GitLab's ${key} (${logText(url.origin, 100)}) is not on the issuer's origin ${issuer.origin}`,
       );
     }
   }
@@ -173,7 +359,15 @@ export async function discover(options: ResolvedOptions): Promise<Provider> {
   const issuer = new URL(options.gitlabUrl.href.replace(/\/+$/, ''));
   const insecure = issuer.protocol === 'http:';
   const guarded = guardFetch(options);
-  const http: HttpOptions = { [oauth.customFetch]: (url, init) => guarded(url, init as RequestInit) };
+  // Known once discovered; the token endpoint's answers are the ones that carry an ID token.
+  let tokenEndpoint: string | null = null;
+  const http: HttpOptions = {
+    [oauth.customFetch]: async (url, init) => {
+      const response = await guarded(url, init as RequestInit);
+      await checkOAuthAnswer(response, url, url === tokenEndpoint);
+      return response;
+    },
+  };
   if (insecure) http[oauth.allowInsecureRequests] = true;
   let server: oauth.AuthorizationServer;
   let kind: Provider['kind'] = 'oidc';
@@ -213,11 +407,13 @@ export async function discover(options: ResolvedOptions): Promise<Provider> {
     if (server.issuer !== issuer.href.replace(/\/+$/, '')) {
       throw new LabgateError(
         'discovery_failed',
-        `GitLab's discovery names the issuer ${JSON.stringify(server.issuer)}, not ${JSON.stringify(issuer.href.replace(/\/+$/, ''))}`,
+        `GitLab's discovery names the issuer ${JSON.stringify(logText(server.issuer, 100))}, not ${JSON.stringify(issuer.href.replace(/\/+$/, ''))}`,
       );
     }
     checkEndpoints(server, issuer);
   }
+  // oauth4webapi sends token requests to `new URL(token_endpoint).href`.
+  tokenEndpoint = server.token_endpoint === undefined ? null : new URL(server.token_endpoint).href;
   const client: oauth.Client = {
     client_id: options.clientId,
     [oauth.clockTolerance]: options.clockTolerance,
@@ -251,6 +447,7 @@ async function fetchJwks(provider: Provider, now: () => number): Promise<JWK[]> 
     } catch (error) {
       throw toLabgateError(error, 'gitlab_error', 'JWKS');
     }
+    // The guard has already refused a key set that names a member twice.
     const type = response.headers.get('content-type') ?? '';
     let body: unknown;
     try {
@@ -285,7 +482,7 @@ function candidates(keys: JWK[], kid: string | undefined): JWK[] {
 }
 
 /**
- * Verifies the ID token's RS256 signature with the issuer's published keys (SECURITY.md V-05, K-03..K-06).
+ * Verifies the ID token's RS256 signature with the issuer's published keys (docs/errors.md, `id_token_invalid`).
  * Keys named in the token (`jku`, `jwk`, `x5u`, `x5c`) are never used. Without a `kid` the token must
  * match exactly one key; with several candidates it is refused.
  */
@@ -296,10 +493,20 @@ export async function verifyIdTokenSignature(
 ): Promise<void> {
   let header: { alg?: unknown; kid?: unknown };
   try {
-    header = JSON.parse(new TextDecoder().decode(fromBase64Url(idToken.split('.')[0] ?? '')));
-  } catch {
-    throw new LabgateError('id_token_invalid', 'the ID token header is not JSON');
+    header = parseStrictJson(new TextDecoder().decode(fromBase64Url(idToken.split('.')[0] ?? ''))) as {
+      alg?: unknown;
+      kid?: unknown;
+    };
+  } catch (error) {
+    throw new LabgateError(
+      'id_token_invalid',
+      error instanceof StrictJsonError && error.reason === 'duplicate'
+        ? `the ID token header names the member ${JSON.stringify(logText(error.member, 64))} twice`
+        : 'the ID token header is not JSON',
+    );
   }
+  if (typeof header !== 'object' || header === null)
+    throw new LabgateError('id_token_invalid', 'the ID token header is not a JSON object');
   if (header.alg !== 'RS256')
     throw new LabgateError('id_token_invalid', 'the ID token is not signed with RS256');
   if (header.kid !== undefined && typeof header.kid !== 'string')
