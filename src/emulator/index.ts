@@ -55,6 +55,68 @@ export interface EmulatorOptions extends Partial<EmulatorBehaviour> {
   basePath?: string;
   /** A fixture document, or the path of a JSON file holding one (default: the demo fixtures). */
   fixtures?: Fixtures | string;
+  /**
+   * Milliseconds a client has to send a whole request, headers and body (default 30 000; 0 turns the
+   * limit off). A slower client gets `408 Request Timeout` and its connection is closed, so a client
+   * that trickles a body cannot hold a connection open.
+   */
+  requestTimeout?: number;
+  /**
+   * Milliseconds a client has to send the request headers (default 10 000, and never more than
+   * `requestTimeout`; 0 turns the limit off). A slower client gets `408` and is disconnected.
+   */
+  headersTimeout?: number;
+  /**
+   * Milliseconds an idle keep-alive connection stays open after a response (default 5 000; 0 keeps
+   * it open), advertised as `Keep-Alive: timeout=…`. Node closes the connection one second after
+   * that, so that a client trusting the header never reuses a connection being closed. A test can
+   * set it low to see how its client copes with a server closing idle connections.
+   * @example
+   * ```ts
+   * const gitlab = await startEmulator({ keepAliveTimeout: 1000 }); // idle connections end after ~2 s
+   * ```
+   */
+  keepAliveTimeout?: number;
+}
+
+/**
+ * The emulator's default server timeouts, in milliseconds: see {@link EmulatorOptions}.
+ * @example
+ * ```ts
+ * const gitlab = await startEmulator({ requestTimeout: DEFAULT_TIMEOUTS.requestTimeout / 10 });
+ * ```
+ */
+export const DEFAULT_TIMEOUTS = {
+  requestTimeout: 30_000,
+  headersTimeout: 10_000,
+  keepAliveTimeout: 5_000,
+} as const;
+
+type Timeouts = { requestTimeout: number; headersTimeout: number; keepAliveTimeout: number };
+
+function readTimeouts(options: Pick<EmulatorOptions, keyof Timeouts>): Timeouts {
+  for (const name of ['requestTimeout', 'headersTimeout', 'keepAliveTimeout'] as const) {
+    const value = options[name];
+    if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
+      throw new TypeError(`${name} must be a whole number of milliseconds, 0 or more (got ${String(value)})`);
+    }
+  }
+  const requestTimeout = options.requestTimeout ?? DEFAULT_TIMEOUTS.requestTimeout;
+  let headersTimeout = options.headersTimeout ?? DEFAULT_TIMEOUTS.headersTimeout;
+  // Node refuses a headers limit longer than the request limit; the default gives way to a short one.
+  if (requestTimeout > 0 && headersTimeout > requestTimeout) {
+    if (options.headersTimeout !== undefined) {
+      throw new TypeError(
+        `headersTimeout (${headersTimeout}) must not exceed requestTimeout (${requestTimeout})`,
+      );
+    }
+    headersTimeout = requestTimeout;
+  }
+  return {
+    requestTimeout,
+    headersTimeout,
+    keepAliveTimeout: options.keepAliveTimeout ?? DEFAULT_TIMEOUTS.keepAliveTimeout,
+  };
 }
 
 /** A running emulator. */
@@ -98,8 +160,17 @@ export interface EmulatorServer {
   setOrigin(origin: string): void;
 }
 
-/** Builds an emulator server without listening: for hosting it on your own `node:http` server or port. */
+/**
+ * Builds an emulator server without listening: for hosting it on your own `node:http` server or port.
+ * The server already carries the request, headers and keep-alive timeouts of the options.
+ * @example
+ * ```ts
+ * const { server, setOrigin } = createEmulatorServer({ requestTimeout: 5_000 });
+ * server.listen(3999, '127.0.0.1', () => setOrigin('http://127.0.0.1:3999'));
+ * ```
+ */
 export function createEmulatorServer(options: Omit<EmulatorOptions, 'port' | 'host'> = {}): EmulatorServer {
+  const timeouts = readTimeouts(options);
   const fixtures =
     options.fixtures === undefined
       ? demoFixtures()
@@ -124,7 +195,18 @@ export function createEmulatorServer(options: Omit<EmulatorOptions, 'port' | 'ho
   registerApiRoutes(router, env);
   registerAvatarRoutes(router, env);
   registerControlRoutes(router, control);
-  const server = createServer(createListener(env, router));
+  const limits = [timeouts.requestTimeout, timeouts.headersTimeout].filter((t) => t > 0);
+  const server = createServer(
+    {
+      requestTimeout: timeouts.requestTimeout,
+      headersTimeout: timeouts.headersTimeout,
+      // Node checks both limits on this interval (30 s by default): check often enough that a short
+      // limit is kept to within a fraction of itself.
+      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(Math.min(...limits, 5000) / 5))),
+    },
+    createListener(env, router),
+  );
+  server.keepAliveTimeout = timeouts.keepAliveTimeout;
   return {
     server,
     control,
