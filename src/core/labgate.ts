@@ -20,7 +20,14 @@ import { logText } from './log.js';
 import { fetchAccessFacts, TokenRejected } from './memberships.js';
 import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { errorPage, htmlResponse, linkPage, logoutPage, PAGE_HEADERS } from './pages.js';
-import { discover, guardFetch, type Provider, syncClock, toLabgateError } from './provider.js';
+import {
+  discover,
+  guardFetch,
+  type Provider,
+  refusedAnswerStatus,
+  syncClock,
+  toLabgateError,
+} from './provider.js';
 import { safeReturnTo } from './redirects.js';
 import { allowedMethods, routeOf } from './routes.js';
 import { type Session, type SessionInfo, type SessionState, Sessions } from './sessions.js';
@@ -817,7 +824,10 @@ export function createLabgate(input: LabgateOptions): Labgate {
             cause: error,
           });
         }
-        if (response?.ok) {
+        // An answer the guarded fetch refused (not JSON, a member named twice) comes as an error of
+        // the request itself, without a response: its status says whether GitLab took the grant.
+        const refusedStatus = refusedAnswerStatus(error);
+        if (response?.ok || (refusedStatus !== null && refusedStatus < 300)) {
           // GitLab took the grant, so the refresh token is spent (and, on current GitLab, the old
           // access token with it): retrying could only be refused. The answer does not validate.
           await endState(state, 'token-invalid');
@@ -825,6 +835,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
             cause: toLabgateError(error, 'gitlab_error', 'token refresh'),
           });
         }
+        if (refusedStatus !== null) break;
         const status = response?.status ?? 0;
         // A 4xx other than 429 will not get better by retrying.
         if (status >= 400 && status < 500 && status !== 429) break;
