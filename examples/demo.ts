@@ -5,17 +5,31 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative, sep } from 'node:path';
 import { demoFixtures, type RunningEmulator, startEmulator } from 'labgate/emulator';
 import { startExampleApp } from './express/server.js';
 
 const DATA = process.env['LABGATE_DATA'] ?? '.labgate';
 
+/**
+ * Creates the data folder (and any missing folder above it) `0700`, whatever the umask: it holds the
+ * secret and the sessions. A folder that already exists is the user's and keeps its mode.
+ */
+function createDataFolder(): void {
+  const first = mkdirSync(DATA, { recursive: true, mode: 0o700 });
+  if (first === undefined) return;
+  let folder = first;
+  chmodSync(folder, 0o700);
+  for (const part of relative(first, DATA).split(sep).filter(Boolean)) {
+    folder = join(folder, part);
+    chmodSync(folder, 0o700);
+  }
+}
+
 /** The demo's secret: made once and kept in the data folder (never a fixed default). */
 function demoSecret(): string {
   const file = join(DATA, 'secret');
   if (existsSync(file)) return readFileSync(file, 'utf8').trim();
-  mkdirSync(DATA, { recursive: true });
   const secret = randomBytes(32).toString('base64url');
   writeFileSync(file, `${secret}\n`, { mode: 0o600 });
   chmodSync(file, 0o600);
@@ -41,7 +55,9 @@ async function main(): Promise<void> {
   const port = Number(env['PORT'] ?? 3000);
   env['PORT'] = String(port);
   env['LABGATE_URL'] ??= `http://localhost:${port}`;
-  env['LABGATE_SECRET'] ??= demoSecret();
+  if (!env['LABGATE_SECRET'] || !env['LABGATE_STORE']) createDataFolder();
+  env['LABGATE_SECRET'] ||= demoSecret();
+  env['LABGATE_STORE'] ||= `sqlite:${join(DATA, 'labgate.db')}`;
   let gitlab: RunningEmulator | undefined;
   if (!env['GITLAB_URL']) {
     gitlab = await startDemoGitLab(env['LABGATE_URL']);

@@ -2,15 +2,61 @@
  * Runs the example app from the environment (DESIGN.md's table): GITLAB_URL, GITLAB_CLIENT_ID,
  * GITLAB_CLIENT_SECRET, GITLAB_SCOPES, LABGATE_URL, LABGATE_SECRET, LABGATE_STORE, PORT.
  */
-import type { Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import { createLabgate, type LabgateOptions, optionsFromEnv } from 'labgate';
 import { DEFAULT_STORE, describeStore, openStore } from 'labgate/stores';
 import { createApp } from './app.js';
 
-/** Starts the example app; resolves once it listens. */
+/**
+ * How long a client may take, in milliseconds. Node's defaults let a client hold a connection for
+ * five minutes by sending its request a byte at a time; these bound it.
+ */
+export interface ServerTimeouts {
+  /** To send the request headers (default 10 000; never more than `requestTimeout`; 0: no limit). */
+  headersTimeout?: number;
+  /** To send the whole request, headers and body (default 30 000; 0: no limit); a slower client gets `408`. */
+  requestTimeout?: number;
+  /** An idle keep-alive connection stays open this long after a response (default 5 000). */
+  keepAliveTimeout?: number;
+}
+
+/**
+ * An `http.Server` for a request handler, with {@link ServerTimeouts} set.
+ * @example
+ * ```ts
+ * createHttpServer(createApp(auth)).listen(3000);
+ * ```
+ */
+export function createHttpServer(handler: RequestListener, timeouts: ServerTimeouts = {}): Server {
+  const requestTimeout = timeouts.requestTimeout ?? 30_000;
+  const headersTimeout = timeouts.headersTimeout ?? 10_000;
+  const shortest = Math.min(...[headersTimeout, requestTimeout].filter((t) => t > 0), 5_000);
+  const server = createServer(
+    {
+      // Node refuses a headers limit longer than the request limit.
+      headersTimeout: requestTimeout > 0 ? Math.min(headersTimeout, requestTimeout) : headersTimeout,
+      requestTimeout,
+      // Node checks both limits on this interval (30 s by default), so a limit is kept only to
+      // within the interval: check often enough to keep it to within a fifth of itself.
+      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(shortest / 5))),
+    },
+    handler,
+  );
+  server.keepAliveTimeout = timeouts.keepAliveTimeout ?? 5_000;
+  return server;
+}
+
+/**
+ * Starts the example app; resolves once it listens.
+ * @example
+ * ```ts
+ * const { url } = await startExampleApp(process.env);
+ * ```
+ */
 export async function startExampleApp(
   env: Record<string, string | undefined> = process.env,
   overrides: Partial<LabgateOptions> = {},
+  timeouts: ServerTimeouts = {},
 ): Promise<{ server: Server; url: string }> {
   const storeUrl = env['LABGATE_STORE'] ?? DEFAULT_STORE;
   const store = overrides.store ?? (await openStore(storeUrl));
@@ -24,9 +70,13 @@ export async function startExampleApp(
   if (!overrides.store) auth.options.logger.info(`labgate example: sessions in ${describeStore(storeUrl)}`);
   const port = Number(env['PORT'] ?? 3000);
   const host = env['HOST'] ?? '127.0.0.1';
-  const app = createApp(auth);
-  const server = await new Promise<Server>((resolve, reject) => {
-    const listening = app.listen(port, host, (error?: Error) => (error ? reject(error) : resolve(listening)));
+  const server = createHttpServer(createApp(auth), timeouts);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   server.on('close', () => void store.close?.());
   return { server, url: auth.options.origin };

@@ -9,14 +9,17 @@
  * ```
  * @packageDocumentation
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { chmodSync, closeSync, fchmodSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, join, relative, sep } from 'node:path';
 import type Database from 'better-sqlite3';
 import { migrate, type Row, type SqlExecutor, SqlStore } from './sql.js';
 
 /** Options of {@link createSqliteStore}. */
 export interface SqliteStoreOptions {
-  /** Database file (created with its folder); `:memory:` for a private in-memory database. */
+  /**
+   * Database file; `:memory:` for a private in-memory database. A missing file is created `0600` and
+   * missing folders `0700`, whatever the umask; existing ones keep their modes.
+   */
   path: string;
   /** How long to wait for another process's write lock, in milliseconds (default 5000). */
   busyTimeout?: number;
@@ -105,6 +108,56 @@ async function enableWal(db: Database.Database, busyTimeout: number): Promise<vo
   }
 }
 
+/**
+ * Creates the database's folder, and each missing folder above it, `0700` whatever the umask: the
+ * database holds sessions and (encrypted) GitLab tokens. A folder that already exists is the user's
+ * choice and is left as it is.
+ */
+function createFolder(folder: string): void {
+  const first = mkdirSync(folder, { recursive: true, mode: 0o700 });
+  if (first === undefined) return;
+  // mkdirSync's mode passes through the umask: set it on every folder this call created.
+  let current = first;
+  chmodSync(current, 0o700);
+  for (const part of relative(first, folder).split(sep).filter(Boolean)) {
+    current = join(current, part);
+    chmodSync(current, 0o700);
+  }
+}
+
+/**
+ * Creates the database file `0600` (owner only) if it does not exist, whatever the umask; returns
+ * whether this call created it. SQLite gives the `-wal` and `-shm` files the database file's mode.
+ */
+function createDatabaseFile(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'wx', 0o600);
+  } catch (error) {
+    // Another process (or an earlier run) made it first: an existing file keeps its owner's mode.
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  }
+  try {
+    fchmodSync(fd, 0o600);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+/** Sets `0600` on the `-wal` and `-shm` files of a database this process created, where they exist. */
+function restrictSidecars(path: string): void {
+  for (const file of [`${path}-wal`, `${path}-shm`]) {
+    try {
+      chmodSync(file, 0o600);
+    } catch (error) {
+      // Absent (not in WAL yet, or removed by the last close): nothing to restrict.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+  }
+}
+
 /** Opens (and migrates) a SQLite store. */
 export async function createSqliteStore(options: SqliteStoreOptions): Promise<SqlStore> {
   let Driver: typeof Database;
@@ -115,7 +168,12 @@ export async function createSqliteStore(options: SqliteStoreOptions): Promise<Sq
       'labgate: the SQLite store needs better-sqlite3 version 12: npm install better-sqlite3@12',
     );
   }
-  if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+  const onDisk = options.path !== ':memory:' && options.path !== '';
+  let created = false;
+  if (onDisk) {
+    createFolder(dirname(options.path));
+    created = createDatabaseFile(options.path);
+  }
   const db = new Driver(options.path);
   const busyTimeout = options.busyTimeout ?? 5000;
   const executor = new SqliteExecutor(db);
@@ -126,6 +184,7 @@ export async function createSqliteStore(options: SqliteStoreOptions): Promise<Sq
     db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
     await migrate(executor, now);
+    if (created) restrictSidecars(options.path);
   } catch (error) {
     db.close();
     throw error;

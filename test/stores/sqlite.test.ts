@@ -2,7 +2,7 @@
  * The conformance suite on the SQLite store (a fresh file per test), then what is SQLite's own: WAL
  * mode, idempotent migrations, and four processes opening one fresh file at once.
  */
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -32,6 +32,11 @@ function inspect<T>(path: string, fn: (db: Database.Database) => T): T {
   } finally {
     db.close();
   }
+}
+
+/** The permission bits of a file or folder. */
+function mode(path: string): number {
+  return statSync(path).mode & 0o777;
 }
 
 /** Every row of every table (through a second connection), then the database files' bytes as text. */
@@ -86,6 +91,43 @@ describe('sqlite store: its own', () => {
     const store = await createSqliteStore({ path });
     await store.close();
     expect(existsSync(path)).toBe(true);
+  });
+
+  it('creates its folders 0700 and the database, -wal and -shm files 0600 under a permissive umask', async () => {
+    const top = join(dir.path, uniqueName());
+    const path = join(top, 'nested', 'labgate.db');
+    // umask 000: without an explicit mode, folders would be 0777 and files 0666.
+    const umask = process.umask(0);
+    let store: Awaited<ReturnType<typeof createSqliteStore>> | undefined;
+    try {
+      store = await createSqliteStore({ path });
+      await store.put('k', 'v', 60_000);
+      expect(mode(top)).toBe(0o700);
+      expect(mode(join(top, 'nested'))).toBe(0o700);
+      // While the store is open, WAL mode keeps all three files.
+      for (const file of [path, `${path}-wal`, `${path}-shm`])
+        expect([file, mode(file)]).toEqual([file, 0o600]);
+    } finally {
+      await store?.close();
+      process.umask(umask);
+    }
+  });
+
+  it('leaves a folder and a database it did not create as they were', async () => {
+    const folder = join(dir.path, uniqueName());
+    mkdirSync(folder);
+    chmodSync(folder, 0o755);
+    const path = join(folder, 'labgate.db');
+    new Database(path).close();
+    chmodSync(path, 0o640);
+    const store = await createSqliteStore({ path });
+    try {
+      await store.put('k', 'v', 60_000);
+      expect(mode(folder)).toBe(0o755);
+      expect(mode(path)).toBe(0o640);
+    } finally {
+      await store.close();
+    }
   });
 
   it('migrations are idempotent: reopening applies nothing twice and keeps the data', async () => {
