@@ -1,12 +1,13 @@
 /**
- * Access policies as data, and the pure decision over them (STYLE.md principle 4): who may sign in
- * (`allow` rules, any one suffices), what must hold for everyone (`require`), and which roles a
- * signed-in user gets. Fetching the facts (memberships, the user's flags) is separate I/O.
+ * Access policies as data, and the pure decision over them (docs/access.md, "Deciding yourself"):
+ * who may sign in (`allow` rules, any one suffices), what must hold for everyone (`require`), and
+ * which roles a signed-in user gets. Fetching the facts (memberships, the user's flags) is separate
+ * I/O.
  *
- * Matching follows SECURITY.md §2.14: whole GitLab full paths (`acme/team` never matches
- * `acme/team-evil`), compared case-insensitively as GitLab routes are unique case-insensitively,
- * subgroups only on whole segments, rules by numeric id against recycled paths (Z-06), and every
- * unknown or unreadable fact fails closed.
+ * Matching follows docs/security.md, ACCESS-1 to ACCESS-11: whole GitLab full paths (`acme/team`
+ * never matches `acme/team-evil`), compared case-insensitively as GitLab routes are unique
+ * case-insensitively, subgroups only on whole segments, rules by numeric id against recycled paths
+ * (ACCESS-5), and every unknown or unreadable fact fails closed.
  *
  * @example
  * ```ts
@@ -74,7 +75,7 @@ export type AccessLevel = AccessLevelName | number;
  * (default true) lets membership of a subgroup count (`acme/platform/infra` for `acme/platform`),
  * on whole path segments only.
  *
- * Paths can be recycled when a group is renamed or deleted (SECURITY.md Z-06): prefer
+ * Paths can be recycled when a group is renamed or deleted (docs/security.md, ACCESS-5): prefer
  * {@link GroupIdRule} where strangers could register the freed path.
  *
  * @example
@@ -104,7 +105,7 @@ export interface ProjectRule {
 
 /**
  * One GitLab username, compared case-insensitively. Usernames can be changed and re-registered
- * (SECURITY.md Z-01): use this for a few named people, never as an identity key.
+ * (docs/security.md, ISSUER-5): use this for a few named people, never as an identity key.
  *
  * @example
  * ```ts
@@ -131,7 +132,7 @@ export interface EmailDomainRule {
 
 /**
  * {@link GroupRule} by GitLab's numeric group id, which survives renames and cannot be recycled
- * (SECURITY.md Z-06). Subgroups count (by default) below the path the facts give for that id.
+ * (docs/security.md, ACCESS-5). Subgroups count (by default) below the path the facts give for that id.
  *
  * @example
  * ```ts
@@ -145,7 +146,7 @@ export interface GroupIdRule {
 }
 
 /**
- * {@link ProjectRule} by GitLab's numeric project id (SECURITY.md Z-06).
+ * {@link ProjectRule} by GitLab's numeric project id (docs/security.md, ACCESS-5).
  *
  * @example
  * ```ts

@@ -1,6 +1,6 @@
 /**
  * labgate's options, their checks at startup (misuse throws `TypeError`), and the environment
- * variables of the public contract (DESIGN.md) read into options.
+ * variables of README.md's "Configuration" table read into options.
  */
 import {
   type NormalisedPolicy,

@@ -1,5 +1,6 @@
 /**
- * Sign-in: the authorization request and the callback, every rule of SECURITY.md §2 in order.
+ * Sign-in: the authorization request and the callback, every sign-in rule of docs/security.md
+ * (SIGNIN, CALLBACK, ISSUER, EXCHANGE, IDTOKEN, USERINFO) in order.
  * The transaction (state, PKCE verifier, nonce, returnTo, issuer, redirect URI) lives in a sealed,
  * short-lived cookie bound to this browser; one cookie per flow, so several tabs can sign in at once.
  */
@@ -152,7 +153,7 @@ function callbackParameters(url: URL): URLSearchParams {
     if (/[\u0000-\u001f\u007f]/.test(name) || /[\u0000-\u001f\u007f]/.test(value))
       throw new LabgateError('callback_invalid', `"${logText(name, 64)}" holds control characters`);
   }
-  // Q-01: tokens never come from the authorization response (implicit/hybrid, or injected).
+  // CALLBACK-4: tokens never come from the authorization response (implicit/hybrid, or injected).
   if (params.has('access_token') || params.has('id_token'))
     throw new LabgateError('callback_invalid', 'the callback carries tokens');
   if ((params.get('code') ?? '').length > MAX_CODE)
@@ -348,10 +349,11 @@ async function callback(
 }
 
 /**
- * What oauth4webapi leaves to the relying party (SECURITY.md §2.9): the signature (V-05), an audience
- * of exactly this client (V-03), `azp` (V-04), `iat` bounds (V-09), a non-empty string `sub` (V-12),
- * a size bound (V-14), `at_hash` when present (V-15). Runs before any token is used; also meant for the
- * ID token of a refresh response (V-16), next to the check that its `sub` is the session's.
+ * What oauth4webapi leaves to the relying party (docs/security.md, IDTOKEN-1 to IDTOKEN-10): the
+ * signature (IDTOKEN-1), an audience of exactly this client and `azp` (IDTOKEN-3), `iat` bounds
+ * (IDTOKEN-4), a non-empty string `sub` (IDTOKEN-6), a size bound (IDTOKEN-7), `at_hash` when present
+ * (IDTOKEN-8). Runs before any token is used; also meant for the ID token of a refresh response
+ * (IDTOKEN-10), next to the check that its `sub` is the session's.
  */
 export async function checkIdToken(
   provider: Provider,
@@ -378,7 +380,7 @@ export async function checkIdToken(
   ) {
     throw new LabgateError('id_token_invalid', 'the ID token was issued at an implausible time');
   }
-  // V-15: `at_hash`, when present, binds the ID token to this access token (left half of its SHA-256).
+  // IDTOKEN-8: `at_hash`, when present, binds the ID token to this access token (left half of its SHA-256).
   if (claims['at_hash'] !== undefined) {
     const digest = new Uint8Array(
       await crypto.subtle.digest('SHA-256', new TextEncoder().encode(accessToken)),

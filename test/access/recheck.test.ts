@@ -1,9 +1,10 @@
 /**
- * Continuous authorization (DESIGN.md "Access", SECURITY.md Z-05): a session's access is re-checked
- * against GitLab once `recheckInterval` has passed and after every token refresh, so a user removed
- * or blocked in GitLab loses access within the interval, on every instance; while GitLab cannot be
- * reached the last decision holds for `accessGracePeriod`, then the session ends (fail closed); a
- * role change shows up at the next re-check. Clocks are advanced, never waited for.
+ * Continuous authorization (docs/access.md, "When access is checked"; docs/security.md, ACCESS-6):
+ * a session's access is re-checked against GitLab once `recheckInterval` has passed and after every
+ * token refresh, so a user removed or blocked in GitLab loses access within the interval, on every
+ * instance; while GitLab cannot be reached the last decision holds for `accessGracePeriod`, then
+ * the session ends (fail closed); a role change shows up at the next re-check. Clocks are advanced,
+ * never waited for.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLabgate, type Labgate, MemoryStore } from '../../src/core/index.js';

@@ -1,10 +1,11 @@
 /**
- * Access decided at sign-in, against the emulated GitLab (DESIGN.md "Access", SECURITY.md §2.14,
- * provider.md §6): every rule kind admits a user who holds it and refuses one who does not with a
- * 403 page that says what failed and never lists the user's other groups; requirements (2fa, human,
- * internal); roles in `/auth/session`; group-into-group and group-into-project shares with their cap
- * and expiry; a user in 45 (and 105) subgroups, which only pagination of `/groups` finds; the GitLab
- * token of a refused sign-in revoked; the startup check of scopes; the policy read from the environment.
+ * Access decided at sign-in, against the emulated GitLab (docs/access.md; docs/security.md,
+ * ACCESS-1 to ACCESS-11; memberships as docs/emulator.md, "Effective access", describes them):
+ * every rule kind admits a user who holds it and refuses one who does not with a 403 page that says
+ * what failed and never lists the user's other groups; requirements (2fa, human, internal); roles
+ * in `/auth/session`; group-into-group and group-into-project shares with their cap and expiry; a
+ * user in 45 (and 105) subgroups, which only pagination of `/groups` finds; the GitLab token of a
+ * refused sign-in revoked; the startup check of scopes; the policy read from the environment.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLabgate, type LabgateOptions, optionsFromEnv, type Policy } from '../../src/core/index.js';

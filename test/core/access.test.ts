@@ -1,8 +1,9 @@
 /**
- * Access decisions (STYLE.md principle 4, SECURITY.md §2.14 Z-01..Z-07): `evaluateAccess` as a table
- * (levels, case, nesting, whole paths, shares and caps, expiry, account state, bots, external users,
- * 2FA, email domains, ids, incomplete facts, roles), the policy grammar of LABGATE_ALLOW /
- * LABGATE_REQUIRE, the scopes a policy needs, and a seeded property test of path matching.
+ * Access decisions (docs/security.md, ACCESS-1 to ACCESS-11, ISSUER-5, USERINFO-4): `evaluateAccess`,
+ * a pure function, as a table (levels, case, nesting, whole paths, shares and caps, expiry, account
+ * state, bots, external users, 2FA, email domains, ids, incomplete facts, roles), the policy grammar
+ * of LABGATE_ALLOW / LABGATE_REQUIRE, the scopes a policy needs, and a seeded property test of path
+ * matching.
  */
 import { describe, expect, it } from 'vitest';
 import {
@@ -141,7 +142,7 @@ const cases: Case[] = [
   ),
   no('NaN level', allow(platform), groups(m('acme/platform', Number.NaN))),
 
-  // Case: GitLab routes are unique case-insensitively (Z-03)
+  // Case: GitLab routes are unique case-insensitively (ACCESS-1)
   ok('rule in mixed case', allow({ group: 'ACME/Platform' }), groups(m('acme/platform', 30))),
   ok('fact in upper case', allow(platform), groups(m('ACME/PLATFORM', 30))),
   ok('project path case', allow('project:Acme/App'), projects(m('acme/app', 30))),
@@ -179,7 +180,7 @@ const cases: Case[] = [
     groups(m('acme/platform/infra', 20), m('elsewhere', 50)),
   ),
 
-  // Whole-path matching (Z-03)
+  // Whole-path matching (ACCESS-1)
   no('acme/team never matches acme/team-evil', allow('group:acme/team'), groups(m('acme/team-evil', 50))),
   no('acme/team never matches acme/teamx/y', allow('group:acme/team'), groups(m('acme/teamx/y', 50))),
   ok('acme/team matches acme/team/x', allow('group:acme/team'), groups(m('acme/team/x', 30))),
@@ -410,7 +411,7 @@ const cases: Case[] = [
   no('another username', allow('user:alice'), facts({ user: user({ username: 'alice2' }) })),
   no('a username prefix is not enough', allow('user:alice2'), facts()),
 
-  // Rules by id (Z-06)
+  // Rules by id (ACCESS-5)
   ok('group id', allow({ groupId: 42 }), groups(m('acme/platform', 30, { id: 42 }))),
   no('a recycled path with another id', allow({ groupId: 42 }), groups(m('acme/platform', 50, { id: 99 }))),
   no('a fact without an id never matches an id rule', allow('group-id:42'), groups(m('acme/platform', 50))),

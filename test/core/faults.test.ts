@@ -1,7 +1,7 @@
 /**
  * GitLab failing in every way the emulator can fail: each ends in a clean 4xx/5xx page (never 500,
  * never a stack trace, never GitLab's own body), within labgate's request timeout, without retrying
- * the single-use code (SECURITY.md T-02, T-03, T-07, L-05, K-06).
+ * the single-use code (docs/security.md, EXCHANGE-1, EXCHANGE-2, LOG-3, IDTOKEN-9).
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type FaultSpec, type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
@@ -119,7 +119,8 @@ describe('the token endpoint', () => {
       expectCleanErrorPage(page, status);
       expect(errorCode(page)).toBe(code);
       expect(elapsed).toBeLessThan(BOUND_MS);
-      // T-07: a code is single-use: never retried, never replayed. (A faulted request logs no grant type.)
+      // EXCHANGE-2: a code is single-use: never retried, never replayed.
+      // (A faulted request logs no grant type.)
       expect(gitlab.control.requests({ path: '/oauth/token' })).toHaveLength(1);
       expect(h.logs.join('\n')).not.toContain(MARKER);
     });
@@ -138,7 +139,7 @@ describe('the token endpoint', () => {
     expect(elapsed).toBeLessThan(BOUND_MS);
   });
 
-  it('a redirect is not followed: credentials never reach another URL (T-02)', async () => {
+  it('a redirect is not followed: credentials never reach another URL (EXCHANGE-1)', async () => {
     const h = harness();
     const { page } = await callbackWithFault(h, {
       path: '/oauth/token',
@@ -149,7 +150,7 @@ describe('the token endpoint', () => {
     expect(gitlab.control.requests({ path: '/trap' })).toHaveLength(0);
   });
 
-  it('a streamed body over the cap without Content-Length is refused too (T-03)', async () => {
+  it('a streamed body over the cap without Content-Length is refused too (EXCHANGE-1)', async () => {
     const h = harness({
       maxResponseBytes: 64 * 1024,
       intercept: async (url, response) => {

@@ -1,7 +1,7 @@
 /**
- * ID-token validation, claim by claim (SECURITY.md §2.9), with tokens signed by the emulated GitLab's
- * own key: each token below has a valid signature and differs from an honest one in one claim or
- * header, so each test fails if that one check is missing.
+ * ID-token validation, claim by claim (docs/security.md, IDTOKEN-1 to IDTOKEN-10), with tokens
+ * signed by the emulated GitLab's own key: each token below has a valid signature and differs from an
+ * honest one in one claim or header, so each test fails if that one check is missing.
  */
 import { createHash, createSign, type KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
@@ -81,51 +81,57 @@ it('an honest token re-signed by the harness is accepted (the baseline of every 
 
 describe('a token is refused when', () => {
   const cases: [string, (c: Claims, h: Header) => { claims: Claims; header: Header }][] = [
-    ['iss has a trailing slash (V-02)', (c, h) => ({ claims: { ...c, iss: `${c['iss']}/` }, header: h })],
     [
-      'iss differs in case (V-02)',
+      'iss has a trailing slash (IDTOKEN-2)',
+      (c, h) => ({ claims: { ...c, iss: `${c['iss']}/` }, header: h }),
+    ],
+    [
+      'iss differs in case (IDTOKEN-2)',
       (c, h) => ({ claims: { ...c, iss: String(c['iss']).toUpperCase() }, header: h }),
     ],
-    ['iss is missing (V-02)', ({ iss: _i, ...c }, h) => ({ claims: c, header: h })],
-    ['aud is another client (V-03)', (c, h) => ({ claims: { ...c, aud: 'another-client' }, header: h })],
+    ['iss is missing (IDTOKEN-2)', ({ iss: _i, ...c }, h) => ({ claims: c, header: h })],
+    ['aud is another client (IDTOKEN-3)', (c, h) => ({ claims: { ...c, aud: 'another-client' }, header: h })],
     [
-      'aud adds an untrusted audience (V-03)',
+      'aud adds an untrusted audience (IDTOKEN-3)',
       (c, h) => ({ claims: { ...c, aud: [c['aud'], 'other'] }, header: h }),
     ],
     [
-      'aud adds an audience even with azp = client (V-03)',
+      'aud adds an audience even with azp = client (IDTOKEN-3)',
       (c, h) => ({ claims: { ...c, aud: [c['aud'], 'other'], azp: c['aud'] }, header: h }),
     ],
-    ['azp names another party (V-04)', (c, h) => ({ claims: { ...c, azp: 'another-client' }, header: h })],
     [
-      'exp has passed beyond the 60 s leeway (V-08)',
+      'azp names another party (IDTOKEN-3)',
+      (c, h) => ({ claims: { ...c, azp: 'another-client' }, header: h }),
+    ],
+    [
+      'exp has passed beyond the 60 s leeway (IDTOKEN-4)',
       (c, h) => ({ claims: { ...c, exp: now() - 61, iat: now() - 181 }, header: h }),
     ],
-    ['exp is a string (V-08)', (c, h) => ({ claims: { ...c, exp: String(now() + 100) }, header: h })],
-    ['iat is missing (V-09)', ({ iat: _i, ...c }, h) => ({ claims: c, header: h })],
+    ['exp is a string (IDTOKEN-4)', (c, h) => ({ claims: { ...c, exp: String(now() + 100) }, header: h })],
+    ['iat is missing (IDTOKEN-4)', ({ iat: _i, ...c }, h) => ({ claims: c, header: h })],
     [
-      'iat is in the future beyond the leeway (V-09)',
+      'iat is in the future beyond the leeway (IDTOKEN-4)',
       (c, h) => ({ claims: { ...c, iat: now() + 120 }, header: h }),
     ],
     [
-      'iat is over 5 minutes old (V-09)',
+      'iat is over 5 minutes old (IDTOKEN-4)',
       (c, h) => ({ claims: { ...c, iat: now() - 400, exp: now() + 100 }, header: h }),
     ],
-    ['nonce is missing (V-10)', ({ nonce: _n, ...c }, h) => ({ claims: c, header: h })],
-    ['nonce differs (V-10)', (c, h) => ({ claims: { ...c, nonce: `${c['nonce']}x` }, header: h })],
-    ['sub is a number (V-12)', (c, h) => ({ claims: { ...c, sub: 1 }, header: h })],
-    ['sub is empty (V-12)', (c, h) => ({ claims: { ...c, sub: '' }, header: h })],
-    ['sub is missing (V-12)', ({ sub: _s, ...c }, h) => ({ claims: c, header: h })],
+    ['nonce is missing (IDTOKEN-5)', ({ nonce: _n, ...c }, h) => ({ claims: c, header: h })],
+    ['nonce differs (IDTOKEN-5)', (c, h) => ({ claims: { ...c, nonce: `${c['nonce']}x` }, header: h })],
+    ['sub is a number (IDTOKEN-6)', (c, h) => ({ claims: { ...c, sub: 1 }, header: h })],
+    ['sub is empty (IDTOKEN-6)', (c, h) => ({ claims: { ...c, sub: '' }, header: h })],
+    ['sub is missing (IDTOKEN-6)', ({ sub: _s, ...c }, h) => ({ claims: c, header: h })],
     [
-      'the header has an unknown crit (V-13)',
+      'the header has an unknown crit (IDTOKEN-7)',
       (c, h) => ({ claims: c, header: { ...h, crit: ['x-unknown'], 'x-unknown': 1 } }),
     ],
     [
-      'the kid names no published key (V-13, K-03)',
+      'the kid names no published key (IDTOKEN-7, IDTOKEN-9)',
       (c, h) => ({ claims: c, header: { ...h, kid: '../../etc/passwd' } }),
     ],
     [
-      'there is no kid while GitLab publishes two keys (K-04: labgate refuses rather than tries each)',
+      'there is no kid while GitLab publishes two keys (IDTOKEN-9: labgate refuses rather than tries each)',
       (c, { kid: _k, ...h }) => ({ claims: c, header: h }),
     ],
   ];
@@ -136,11 +142,11 @@ describe('a token is refused when', () => {
   }
 });
 
-it('a token over 16 KiB is refused (V-14)', async () => {
+it('a token over 16 KiB is refused (IDTOKEN-7)', async () => {
   await expectRefused(resigning((c, h) => ({ claims: { ...c, padding: 'x'.repeat(17 * 1024) }, header: h })));
 });
 
-it('keys named in the token (jwk, jku, x5u) are never used (V-13)', async () => {
+it('keys named in the token (jwk, jku, x5u) are never used (IDTOKEN-1)', async () => {
   const { generateKeyPairSync } = await import('node:crypto');
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = publicKey.export({ format: 'jwk' });
@@ -163,14 +169,14 @@ it('keys named in the token (jwk, jku, x5u) are never used (V-13)', async () => 
   await expectRefused(h);
 });
 
-it('a token a minute past exp but within the 60 s leeway is accepted (V-08, K-07)', async () => {
+it('a token a minute past exp but within the 60 s leeway is accepted (IDTOKEN-4)', async () => {
   const { callback } = await signIn(
     resigning((c, h) => ({ claims: { ...c, iat: now() - 170, exp: now() - 50 }, header: h })),
   );
   expect(callback.status, callback.body).toBe(303);
 });
 
-it('with a single published key a token without kid is accepted (K-04)', async () => {
+it('with a single published key a token without kid is accepted (IDTOKEN-9)', async () => {
   emulator.state.keys = emulator.state.keys.slice(0, 1);
   try {
     const { callback } = await signIn(resigning((c, { kid: _k, ...h }) => ({ claims: c, header: h })));
@@ -180,7 +186,7 @@ it('with a single published key a token without kid is accepted (K-04)', async (
   }
 });
 
-describe('at_hash (V-15)', () => {
+describe('at_hash (IDTOKEN-8)', () => {
   function withAtHash(value: (accessToken: string) => string): Harness {
     return createHarness(gitlab, {
       intercept: async (url, response) => {
@@ -205,7 +211,7 @@ describe('at_hash (V-15)', () => {
   });
 });
 
-it('clockTolerance is the leeway: with 10 s, a token 50 s past exp is refused (K-07)', async () => {
+it('clockTolerance is the leeway: with 10 s, a token 50 s past exp is refused (IDTOKEN-4)', async () => {
   await expectRefused(
     resigning((c, hd) => ({ claims: { ...c, iat: now() - 170, exp: now() - 50 }, header: hd }), {
       clockTolerance: 10,
@@ -213,7 +219,7 @@ it('clockTolerance is the leeway: with 10 s, a token 50 s past exp is refused (K
   );
 });
 
-describe('an ID token in a refresh response (V-16)', () => {
+describe('an ID token in a refresh response (IDTOKEN-10)', () => {
   /** Signs in, then lets `change` rewrite the ID token of refresh responses only. */
   async function refreshWith(change: (claims: Claims) => Claims, key?: KeyObject) {
     const h = createHarness(gitlab, {

@@ -1,6 +1,7 @@
 /**
  * Options: misuse throws `TypeError` when labgate is created (never at the first request), the
- * environment table of DESIGN.md, GitLab under a sub-path, and instances without OpenID Connect.
+ * environment table of README.md ("Configuration"), GitLab under a sub-path, and instances without
+ * OpenID Connect.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLabgate, type LabgateOptions, optionsFromEnv } from '../../src/core/index.js';
@@ -161,7 +162,7 @@ describe('createLabgate accepts', () => {
 });
 
 describe('optionsFromEnv', () => {
-  it('maps the environment table of DESIGN.md', () => {
+  it('maps the environment table of the README', () => {
     const secretA = testSecret();
     const secretB = testSecret();
     const options = optionsFromEnv({

@@ -1,6 +1,7 @@
 /**
  * `normaliseProfile`: what becomes the session user, from the ID token, userinfo and /api/v4/user.
- * Types are checked, an email is verified only when GitLab says so (Z-02), groups fail closed (I-03).
+ * Types are checked, an email is verified only when GitLab says so (docs/security.md, USERINFO-4),
+ * groups fail closed (USERINFO-3).
  */
 import { describe, expect, it } from 'vitest';
 import { normaliseProfile } from '../../src/core/profile.js';
@@ -8,7 +9,7 @@ import { normaliseProfile } from '../../src/core/profile.js';
 const issuer = 'https://gitlab.example.com';
 const claims = { sub: '42', email: 'a@example.com', email_verified: true, preferred_username: 'ada' };
 
-describe('the email (Z-02)', () => {
+describe('the email (USERINFO-4)', () => {
   const cases: [string, Parameters<typeof normaliseProfile>[0], string | null, boolean][] = [
     ['verified in the ID token', { issuer, claims }, 'a@example.com', true],
     [
@@ -51,7 +52,7 @@ describe('the email (Z-02)', () => {
   });
 });
 
-describe('the subject (Z-01, V-12)', () => {
+describe('the subject (ISSUER-5, IDTOKEN-6)', () => {
   it('is the ID token’s string sub, with the issuer beside it', () => {
     expect(normaliseProfile({ issuer, claims })).toMatchObject({
       sub: '42',
@@ -77,7 +78,7 @@ describe('the subject (Z-01, V-12)', () => {
   });
 });
 
-describe('groups (I-03)', () => {
+describe('groups (USERINFO-3)', () => {
   const cases: [string, unknown, string[]][] = [
     ['a list of paths', ['acme', 'acme/platform'], ['acme', 'acme/platform']],
     ['duplicates collapse', ['acme', 'acme'], ['acme']],

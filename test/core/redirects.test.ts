@@ -1,6 +1,7 @@
 /**
- * `safeReturnTo`, the one validator of every redirect target labgate is given (SECURITY.md O-01..O-05):
- * the open-redirect catalogue of oauth2-proxy, mod_auth_openidc and next-auth, as a table.
+ * `safeReturnTo`, the one validator of every redirect target labgate is given (docs/security.md,
+ * REDIRECT-1, REDIRECT-2): the open-redirect catalogue of oauth2-proxy, mod_auth_openidc and
+ * next-auth, as a table.
  */
 import { describe, expect, it } from 'vitest';
 import { safeReturnTo } from '../../src/core/index.js';
@@ -9,7 +10,7 @@ const ORIGIN = 'https://app.example.com';
 
 describe('safeReturnTo refuses (falls back to /)', () => {
   const refused: [string, unknown][] = [
-    // O-01: scheme-relative and absolute
+    // REDIRECT-1: scheme-relative and absolute
     ['scheme-relative', '//evil.example'],
     ['scheme-relative with a path', '//evil.example/path'],
     ['three slashes', '///evil.example'],
@@ -23,13 +24,13 @@ describe('safeReturnTo refuses (falls back to /)', () => {
     ['data:', 'data:text/html,<script>alert(1)</script>'],
     ['vbscript:', 'vbscript:msgbox(1)'],
     ['mailto:', 'mailto:a@evil.example'],
-    // O-01: backslashes, which WHATWG URL turns into slashes
+    // REDIRECT-1: backslashes, which WHATWG URL turns into slashes
     ['/\\ (CVE-2020-5233)', '/\\evil.example'],
     ['\\\\', '\\\\evil.example'],
     ['\\/', '\\/evil.example'],
     ['/\\/', '/\\/evil.example'],
     ['a backslash later in the path', '/ok\\..\\evil'],
-    // O-01: whitespace and control characters, which WHATWG URL strips
+    // REDIRECT-1: whitespace and control characters, which WHATWG URL strips
     ['/<tab>/ (CVE-2020-11053)', '/\t/evil.example'],
     ['/<LF>/', '/\n/evil.example'],
     ['/<CR>/', '/\r/evil.example'],
@@ -40,13 +41,13 @@ describe('safeReturnTo refuses (falls back to /)', () => {
     ['NUL', '/ok\u0000'],
     ['DEL', '/ok\u007f'],
     ['a vertical tab after /', '/\u000b/evil.example'],
-    // O-01: encoded slashes and backslashes in the first segment
+    // REDIRECT-1: encoded slashes and backslashes in the first segment
     ['/%2F%2F', '/%2F%2Fevil.example'],
     ['/%2f%2f lower case', '/%2f%2fevil.example'],
     ['/%5C', '/%5Cevil.example'],
     ['/%5c lower case', '/%5cevil.example'],
     ['/%2F alone', '/%2Fevil.example'],
-    // O-01: dot segments
+    // REDIRECT-1: dot segments
     ['/../x', '/../x'],
     ['/a/../../x', '/a/../../x'],
     ['/./\\ (CVE-2020-4037)', '/./\\evil.example'],
@@ -58,16 +59,16 @@ describe('safeReturnTo refuses (falls back to /)', () => {
     ['/%2E// upper case', '/%2E//evil.example'],
     ['a single dot segment in the middle', '/a/./b'],
     ['a dot segment then an encoded slash', '/./%2Fevil.example'],
-    // O-01: no leading slash
+    // REDIRECT-1: no leading slash
     ['a bare host', 'evil.example'],
     ['a relative path', 'me'],
     ['a query only', '?x=1'],
     ['a fragment only', '#top'],
     ['a dot', '.'],
-    // O-02: userinfo tricks never pass as relative paths
+    // REDIRECT-1: userinfo tricks never pass as relative paths
     ['userinfo', 'https://app.example.com@evil.example'],
     ['userinfo after //', '//app.example.com@evil.example'],
-    // O-05: malformed, oversized, wrong types
+    // REDIRECT-1, REDIRECT-2: malformed, oversized, wrong types
     ['empty', ''],
     ['over 2 KiB', `/${'a'.repeat(2048)}`],
     ['null', null],
@@ -108,7 +109,7 @@ describe('safeReturnTo keeps same-origin paths', () => {
   });
 });
 
-describe('safeReturnTo never throws and never leaves the origin (O-05)', () => {
+describe('safeReturnTo never throws and never leaves the origin (REDIRECT-2)', () => {
   it('for 20,000 random strings built from the dangerous alphabet', () => {
     const alphabet = [
       '/',

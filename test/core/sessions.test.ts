@@ -1,7 +1,7 @@
 /**
- * Sessions (SECURITY.md §4): what the cookie and the store hold, hostile cookies, rotation at sign-in,
- * sign-out with CSRF protection and token revocation, cookie mode, token refresh, the cache bound,
- * idle and absolute expiry, secret rotation and a failing store.
+ * Sessions (docs/security.md, the SESSION and COOKIE rules): what the cookie and the store hold,
+ * hostile cookies, rotation at sign-in, sign-out with CSRF protection and token revocation, cookie
+ * mode, token refresh, the cache bound, idle and absolute expiry, secret rotation and a failing store.
  */
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -93,9 +93,9 @@ describe('hostile cookies are no session, never an error', () => {
     ['quoted', () => `labgate="${value()}"`],
     ['percent-encoded', () => `labgate=${encodeURIComponent(value()).replace('.', '%2E')}`],
     ['a malformed header', () => ';;;=;labgate;==labgate=='],
-    ['the same cookie twice (C-15)', () => `${real}; ${real}`],
+    ['the same cookie twice (COOKIE-6)', () => `${real}; ${real}`],
     [
-      'a tossed duplicate before the real one (C-15)',
+      'a tossed duplicate before the real one (COOKIE-6)',
       () => `labgate=${'C'.repeat(22)}.${'D'.repeat(43)}; ${real}`,
     ],
     ['the real one under another name', () => `labgate2=${value()}; xlabgate=${value()}`],
@@ -141,14 +141,14 @@ describe('the server-side session', () => {
     expect(second.split('.')[0]).not.toBe(cookie.split('.')[0]);
   });
 
-  it('ends the session the browser had before signing in again (C-04)', async () => {
+  it('ends the session the browser had before signing in again (SESSION-2)', async () => {
     const h = createHarness(gitlab, { sessionCacheTtl: 0 });
     const { cookie, browser } = await signedIn(h);
     await signIn(h, { browser });
     expect(await sessionOf(h.labgate, cookie)).toBeNull();
   });
 
-  it('ends after the idle timeout, is extended by use, and ends at the absolute limit (C-13)', async () => {
+  it('ends after the idle timeout, is extended by use, and ends at the absolute limit (SESSION-3)', async () => {
     // Access re-checks are out of this test's way: it moves labgate's clock only, not GitLab's.
     const h = createHarness(gitlab, {
       sessionIdleTimeout: 3600,
@@ -217,7 +217,7 @@ describe('sign-out', () => {
     expect(await sessionOf(h.labgate, cookie)).toBeNull();
   });
 
-  it('from the confirmation page’s form, with returnTo in the body validated (O-04)', async () => {
+  it('from the confirmation page’s form, with returnTo in the body validated (REDIRECT-4)', async () => {
     const h = createHarness(gitlab);
     const { cookie } = await signedIn(h);
     const response = await h.labgate.handle(
@@ -283,7 +283,7 @@ describe('sign-out', () => {
     ['down', { path: '/oauth/revoke', drop: true }],
     ['slow', { path: '/oauth/revoke', delayMs: 2000 }],
   ] as const) {
-    it(`while GitLab is ${name} still signs out, quickly (F-05)`, async () => {
+    it(`while GitLab is ${name} still signs out, quickly (TOKEN-6)`, async () => {
       const h = createHarness(gitlab, { requestTimeout: 300 });
       const { cookie } = await signedIn(h);
       gitlab.control.injectFault(fault);
@@ -312,7 +312,7 @@ describe('sign-out', () => {
 });
 
 describe('cookie mode', () => {
-  it('signs in with the whole session sealed in the cookie: no groups, no token in clear (C-10, F-01)', async () => {
+  it('signs in with the whole session sealed in the cookie: no groups, no token in clear (SESSION-8, TOKEN-1)', async () => {
     const tokens: string[] = [];
     const h = createHarness(gitlab, {
       sessionMode: 'cookie',
@@ -336,7 +336,7 @@ describe('cookie mode', () => {
       expect(value).not.toContain(token);
       expect(JSON.stringify(payload)).not.toContain(token);
     }
-    // C-07: sealed with a fresh nonce each time: the same plaintext never seals the same.
+    // TOKEN-2: sealed with a fresh nonce each time: the same plaintext never seals the same.
     expect(await ring.seal('x', 'session')).not.toBe(await ring.seal('x', 'session'));
     const me = await browser.get(`${APP}/auth/session`);
     expect(me.status).toBe(200);
@@ -346,7 +346,7 @@ describe('cookie mode', () => {
     expect(await h.labgate.getAccessToken(session)).toBe(tokens[0]);
   });
 
-  it('sign-out ends the session: the same cookie replayed afterwards is no session (C-12)', async () => {
+  it('sign-out ends the session: the same cookie replayed afterwards is no session (SESSION-8)', async () => {
     const h = createHarness(gitlab, { sessionMode: 'cookie' });
     const { cookie } = await signedIn(h);
     expect((await logout(h, cookie, { origin: APP }))!.status).toBe(303);
@@ -361,7 +361,7 @@ describe('cookie mode', () => {
   // sessions.ts #openCookie reads the sign-out tombstone with `.catch(() => null)`: while the store is
   // down, a signed-out cookie is a session again (fail open). Server mode fails closed
   // (store_unavailable). See the report; flip to `it` once fixed.
-  it('a signed-out cookie stays signed out while the store is down (C-12, fail closed)', async () => {
+  it('a signed-out cookie stays signed out while the store is down (SESSION-8, fail closed)', async () => {
     const store = new MemoryStore();
     const h = createHarness(gitlab, { sessionMode: 'cookie', store, sessionCacheTtl: 0 });
     const { cookie } = await signedIn(h);
@@ -371,7 +371,7 @@ describe('cookie mode', () => {
     expect(outcome === null || (outcome as LabgateError).code === 'store_unavailable').toBe(true);
   });
 
-  it('enforces the absolute expiry itself, whatever the browser keeps (C-08)', async () => {
+  it('enforces the absolute expiry itself, whatever the browser keeps (SESSION-3)', async () => {
     const h = createHarness(gitlab, { sessionMode: 'cookie', sessionMaxAge: 3600 });
     const { cookie } = await signedIn(h);
     h.clock.advance(3599);
@@ -380,7 +380,7 @@ describe('cookie mode', () => {
     expect(await sessionOf(h.labgate, cookie)).toBeNull();
   });
 
-  it('refuses a transaction cookie or a sealed token pasted in as the session (C-06)', async () => {
+  it('refuses a transaction cookie or a sealed token pasted in as the session (COOKIE-8)', async () => {
     const h = createHarness(gitlab, { sessionMode: 'cookie' });
     const { page } = await login(h, h.browser());
     const tx = page.headers.getSetCookie()[0]!.split(';')[0]!.split('=')[1]!;
@@ -404,7 +404,7 @@ describe('cookie mode', () => {
     ).not.toBeNull();
   });
 
-  it('refuses a session too large for one cookie instead of chunking or truncating it (C-10, C-11)', async () => {
+  it('refuses a session too large for one cookie instead of chunking or truncating it (COOKIE-9)', async () => {
     const h = createHarness(gitlab, {
       sessionMode: 'cookie',
       intercept: async (url, response) =>
@@ -441,7 +441,7 @@ describe('GitLab tokens', () => {
   const refreshes = () =>
     gitlab.control.requests({ path: '/oauth/token', grantType: 'refresh_token' }).length;
 
-  it('are refreshed when expired, and the rotated refresh token is used next time (F-02)', async () => {
+  it('are refreshed when expired, and the rotated refresh token is used next time (TOKEN-4)', async () => {
     const h = createHarness(gitlab);
     const { cookie } = await signedIn(h);
     const before = await h.labgate.getAccessToken((await sessionOf(h.labgate, cookie))!);
@@ -467,11 +467,11 @@ describe('GitLab tokens', () => {
     expect(refreshes()).toBe(2);
   });
 
-  // F-04/C-12: GitLab (Doorkeeper) answers invalid_grant with a WWW-Authenticate challenge, so
+  // TOKEN-5: GitLab (Doorkeeper) answers invalid_grant with a WWW-Authenticate challenge, so
   // oauth4webapi throws WWWAuthenticateChallengeError, which labgate.ts's getAccessToken does not
   // recognise (it checks ResponseBodyError only): the session survives a dead refresh token.
   // See the report for the fix; flip these two to `it` once fixed.
-  it('refused with invalid_grant end the session (F-04, C-12)', async () => {
+  it('refused with invalid_grant end the session (TOKEN-5)', async () => {
     const h = createHarness(gitlab);
     const { cookie } = await signedIn(h);
     const session = (await sessionOf(h.labgate, cookie))!;
@@ -514,9 +514,9 @@ describe('GitLab tokens', () => {
     expect(await sessionOf(h.labgate, cookie)).not.toBeNull();
   });
 
-  // F-03: refresh tokens are single-use; two concurrent requests must share one refresh. labgate.ts
+  // TOKEN-4: refresh tokens are single-use; two concurrent requests must share one refresh. labgate.ts
   // sends both, the loser gets invalid_grant and the session is ended. Flip to `it` once fixed.
-  it('are refreshed once for concurrent requests (F-03)', async () => {
+  it('are refreshed once for concurrent requests (TOKEN-4)', async () => {
     const h = createHarness(gitlab);
     const { cookie } = await signedIn(h);
     await expire(h);
@@ -529,7 +529,7 @@ describe('GitLab tokens', () => {
 
   // In cookie mode the refreshed tokens live only in this process's cache: once it expires, the
   // cookie's old (rotated, dead) refresh token is used and GitLab ends the session. Flip once fixed.
-  it('refreshed in cookie mode survive the session cache (F-02)', async () => {
+  it('refreshed in cookie mode survive the session cache (TOKEN-4)', async () => {
     const h = createHarness(gitlab, { sessionMode: 'cookie' });
     const { cookie } = await signedIn(h);
     await expire(h);
@@ -567,7 +567,7 @@ describe('the session cache', () => {
   });
 });
 
-describe('secret rotation (C-09)', () => {
+describe('secret rotation (TOKEN-3)', () => {
   async function rotated(mode: 'server' | 'cookie') {
     const a = testSecret();
     const b = testSecret();

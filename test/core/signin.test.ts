@@ -1,7 +1,8 @@
 /**
  * Sign-in at the HTTP boundary (`labgate.handle`) against the emulated GitLab: the authorization
  * request, the callback's checks in order, several tabs, expiry, replay, open redirects, ID-token
- * binding (nonce, audience, keys) and the headers of every answer. SECURITY.md §2 and §4.
+ * binding (nonce, audience, keys) and the headers of every answer. docs/security.md: the
+ * sign-in rules (SIGNIN to USERINFO) and the SESSION and COOKIE rules.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { SignJWT } from 'jose';
@@ -83,7 +84,7 @@ describe('a full sign-in', () => {
     expect(user['avatarUrl']).toMatch(/^https?:\/\//);
     expect(user['lastSignInAt']).toMatch(/^\d{4}-\d\d-\d\dT/);
     expect(user['groups']).toEqual(expect.arrayContaining(['acme', 'acme/platform']));
-    // Z-01/M-05: the GitLab account of the session is (issuer, sub), never a username or email.
+    // ISSUER-5: the GitLab account of the session is (issuer, sub), never a username or email.
     const id = sessionSetCookie(callback.headers)!.split('=')[1]!.split('.')[0]!;
     expect((await h.labgate.store.getSession(id))?.identity).toBe(`${gitlab.url} 1`);
   });
@@ -197,7 +198,7 @@ describe('the authorization request', () => {
     expect(a.searchParams.get('nonce')).toMatch(B64URL_256);
     expect(a.searchParams.get('code_challenge')).toMatch(B64URL_256);
     expect(a.searchParams.get('state')).not.toBe(a.searchParams.get('nonce'));
-    // L-03: returnTo travels in the sealed transaction, not in the URL.
+    // REDIRECT-3: returnTo travels in the sealed transaction, not in the URL.
     expect(a.href).not.toContain('private');
     expect(page.headers.get('cache-control')).toBe('no-store');
     expect(page.headers.get('referrer-policy')).toBe('no-referrer');
@@ -243,7 +244,7 @@ describe('the authorization request', () => {
     expect(target.searchParams.get('scope')).toBe('openid profile email');
   });
 
-  it('sends this browser’s verifier with the configured redirect URI and client_secret_post (P-01..P-05, T-01)', async () => {
+  it('sends this browser’s verifier with the configured redirect URI and client_secret_post (SIGNIN-4, SIGNIN-7)', async () => {
     const tokenForms: URLSearchParams[] = [];
     const h = createHarness(gitlab, {
       intercept: async (url, response, init) => {
@@ -280,7 +281,7 @@ describe('the authorization request', () => {
 });
 
 describe('the authorization response', () => {
-  it('never yields tokens or a session from its own parameters (Q-01)', async () => {
+  it('never yields tokens or a session from its own parameters (CALLBACK-4)', async () => {
     const h = createHarness(gitlab);
     const browser = h.browser();
     const { authorizeUrl } = await login(h, browser);
@@ -297,7 +298,7 @@ describe('the authorization response', () => {
     expect(codeExchanges(gitlab)).toBe(0);
   });
 
-  it('builds no cookie attribute from request input (C-17)', async () => {
+  it('builds no cookie attribute from request input (COOKIE-7)', async () => {
     const h = createHarness(gitlab);
     const response = await h.labgate.handle(
       new Request(
@@ -342,7 +343,7 @@ describe('several tabs', () => {
       h.clock.advance(1);
     }
     expect(names.map((n) => n.length)).toEqual([1, 2, 3, 3]);
-    // C-10: each cookie well under 4 KiB, the three together under 6 KiB.
+    // COOKIE-9: each cookie well under 4 KiB, the three together under 6 KiB.
     const jar = browser.jar.header(`${APP}/auth/callback`);
     expect(jar.length).toBeLessThan(6 * 1024);
     for (const { page } of started)
@@ -410,7 +411,7 @@ describe('the callback refuses', () => {
     const cookie = browser.jar.header(callbackUrl);
     const first = await h.labgate.handle(callbackRequest(callbackUrl, cookie));
     expect(first!.status).toBe(303);
-    // The transaction cookie is deleted by the first answer (C-05).
+    // The transaction cookie is deleted by the first answer (COOKIE-2).
     expect(
       first!.headers.getSetCookie().some((c) => c.startsWith('labgate-tx-') && c.includes('Max-Age=0')),
     ).toBe(true);
@@ -569,14 +570,14 @@ describe('the callback refuses', () => {
     expect(page.body).not.toContain('evil.example');
     expect(page.body).not.toMatch(/<script|src=|https?:\/\//i);
     expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
-    // S-03: the state is spent and the transaction cookie deleted even though the answer was an error.
+    // CALLBACK-2: the state is spent and the transaction cookie deleted even though the answer was an error.
     expect(
       page.headers.getSetCookie().some((c) => c.startsWith('labgate-tx-') && c.includes('Max-Age=0')),
     ).toBe(true);
     expect(codeExchanges(gitlab)).toBe(0);
   });
 
-  it('POST with 405 (A-01)', async () => {
+  it('POST with 405 (CALLBACK-6)', async () => {
     const h = createHarness(gitlab);
     const response = await h.labgate.handle(
       new Request(`${CALLBACK}?code=a&state=b`, { method: 'POST', body: 'code=a&state=b' }),
@@ -688,12 +689,12 @@ describe('the ID token', () => {
     expect(callback.status, callback.body).toBe(502);
     expect(errorCode(callback)).toBe('id_token_invalid');
     expect(sessionSetCookie(callback.headers)).toBeUndefined();
-    // N-02: no token is used before the ID token passed: no userinfo, no API call.
+    // IDTOKEN-5: no token is used before the ID token passed: no userinfo, no API call.
     expect(gitlab.control.requests({ path: '/oauth/userinfo' })).toHaveLength(0);
     expect(gitlab.control.requests({ path: '/api/v4/user' })).toHaveLength(0);
   }
 
-  it('with another nonce is refused (N-02)', async () => {
+  it('with another nonce is refused (IDTOKEN-5)', async () => {
     const { tokens } = await codeFlow(gitlab, {
       nonce: 'a-nonce-of-another-login',
       scope: 'openid profile email',
@@ -702,13 +703,13 @@ describe('the ID token', () => {
     await refused(swapping(() => tokens.id_token));
   });
 
-  it('without a nonce is refused (N-02)', async () => {
+  it('without a nonce is refused (IDTOKEN-5)', async () => {
     const { tokens } = await codeFlow(gitlab, { scope: 'openid profile email' });
     gitlab.control.clearRequests();
     await refused(swapping(() => tokens.id_token));
   });
 
-  it('replayed from an earlier sign-in of labgate is refused (N-03)', async () => {
+  it('replayed from an earlier sign-in of labgate is refused (IDTOKEN-5)', async () => {
     let captured: string | undefined;
     let replay = false;
     const h = createHarness(gitlab, {
@@ -725,7 +726,7 @@ describe('the ID token', () => {
     await refused(h);
   });
 
-  it('issued to another client (wrong aud) is refused (V-03)', async () => {
+  it('issued to another client (wrong aud) is refused (IDTOKEN-3)', async () => {
     let nonce = '';
     let other: string | undefined;
     const h = swapping(() => other);
@@ -742,7 +743,7 @@ describe('the ID token', () => {
     expect(gitlab.control.requests({ path: '/oauth/userinfo' })).toHaveLength(0);
   });
 
-  it('signed by a key GitLab never published is refused (V-05)', async () => {
+  it('signed by a key GitLab never published is refused (IDTOKEN-1)', async () => {
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     let forged: string | undefined;
     const h = createHarness(gitlab, {
@@ -760,7 +761,7 @@ describe('the ID token', () => {
     expect(forged).toBeDefined();
   });
 
-  it('with alg none or HS256 keyed with the client secret is refused (V-06, V-07)', async () => {
+  it('with alg none or HS256 keyed with the client secret is refused (IDTOKEN-1)', async () => {
     for (const alg of ['none', 'HS256'] as const) {
       gitlab.control.reset();
       const h = createHarness(gitlab, {
@@ -783,7 +784,7 @@ describe('the ID token', () => {
     }
   });
 
-  it('as a JWE (5 parts) is refused (V-01)', async () => {
+  it('as a JWE (5 parts) is refused (IDTOKEN-1)', async () => {
     const h = createHarness(gitlab, {
       intercept: async (url, response) =>
         url.endsWith('/oauth/token')
@@ -796,7 +797,7 @@ describe('the ID token', () => {
     expect(sessionSetCookie(callback.headers)).toBeUndefined();
   });
 
-  it('missing from the token response is refused (T-04)', async () => {
+  it('missing from the token response is refused (EXCHANGE-3)', async () => {
     const h = createHarness(gitlab, {
       intercept: async (url, response) =>
         url.endsWith('/oauth/token')
@@ -808,7 +809,7 @@ describe('the ID token', () => {
     expect(sessionSetCookie(callback.headers)).toBeUndefined();
   });
 
-  it('signed by a key rotated in mid-flow validates once the key set may be refetched (K-03)', async () => {
+  it('signed by a key rotated in mid-flow validates once the key set may be refetched (IDTOKEN-9)', async () => {
     const clock = new Clock();
     const h = createHarness(gitlab, { clock });
     expect((await signIn(h)).callback.status).toBe(303);
@@ -840,7 +841,7 @@ describe('the ID token', () => {
     expect(keySets()).toBe(2);
   });
 
-  it('is verified with the keys GitLab publishes, skipping unusable entries (K-05)', async () => {
+  it('is verified with the keys GitLab publishes, skipping unusable entries (IDTOKEN-9)', async () => {
     const h = createHarness(gitlab, {
       intercept: async (url, response) =>
         url.endsWith('/oauth/discovery/keys')
@@ -857,7 +858,7 @@ describe('the ID token', () => {
     expect((await signIn(h)).callback.status).toBe(303);
   });
 
-  it('cannot be checked while the key set is unreachable: 502, no session (K-06)', async () => {
+  it('cannot be checked while the key set is unreachable: 502, no session (IDTOKEN-9)', async () => {
     gitlab.control.injectFault({ path: '/oauth/discovery/keys', status: 500 });
     const h = createHarness(gitlab);
     const { callback } = await signIn(h);
@@ -867,7 +868,7 @@ describe('the ID token', () => {
 });
 
 describe('mix-up defences', () => {
-  it('requires iss when GitLab advertises RFC 9207 support (M-03)', async () => {
+  it('requires iss when GitLab advertises RFC 9207 support (ISSUER-4)', async () => {
     const h = createHarness(gitlab, {
       intercept: async (url, response) =>
         url.endsWith('/.well-known/openid-configuration')
@@ -881,14 +882,14 @@ describe('mix-up defences', () => {
     const without = await h.labgate.handle(callbackRequest(callbackUrl, cookie));
     expect(without!.status).toBe(400);
     expect(codeExchanges(gitlab)).toBe(0);
-    // The first attempt spent the state (S-03), so a correct response needs a new flow.
+    // The first attempt spent the state (CALLBACK-2), so a correct response needs a new flow.
     const next = await login(h, browser);
     const good = await authorize(h, browser, next.authorizeUrl.href);
     const withIss = await browser.get(`${good}&iss=${encodeURIComponent(gitlab.url)}`);
     expect(withIss.status, withIss.body).toBe(303);
   });
 
-  it('refuses a transaction that another GitLab started, with no token request at either (M-06)', async () => {
+  it('refuses a transaction that another GitLab started, with no token request at either (ISSUER-3)', async () => {
     const other = await startEmulator();
     try {
       const secret = createHarness(gitlab).secret;
@@ -907,7 +908,7 @@ describe('mix-up defences', () => {
     }
   });
 
-  it('refuses a discovery document naming another issuer, even by a trailing slash (K-01, V-02)', async () => {
+  it('refuses a discovery document naming another issuer, even by a trailing slash (ISSUER-1)', async () => {
     for (const issuer of [`${gitlab.url}/`, 'https://evil.example']) {
       const h = createHarness(gitlab, {
         intercept: async (url, response) =>
@@ -921,7 +922,7 @@ describe('mix-up defences', () => {
     }
   });
 
-  it('refuses endpoints off the issuer’s origin (K-02)', async () => {
+  it('refuses endpoints off the issuer’s origin (ISSUER-2)', async () => {
     for (const key of ['authorization_endpoint', 'token_endpoint', 'userinfo_endpoint', 'jwks_uri']) {
       const h = createHarness(gitlab, {
         intercept: async (url, response) =>
@@ -952,7 +953,7 @@ describe('the token and userinfo responses', () => {
     ['a granted scope without openid', (b) => ({ ...b, scope: 'profile email' })],
     ['an error member with status 200', () => ({ error: 'invalid_grant' })],
   ];
-  it.each(bad)('with %s is refused with no session (T-04..T-06)', async (_name, change) => {
+  it.each(bad)('with %s is refused with no session (EXCHANGE-3)', async (_name, change) => {
     const { callback } = await signIn(tokenRewrite(change));
     expect(callback.status).toBeGreaterThanOrEqual(400);
     expect(callback.status).toBeLessThan(600);
@@ -974,12 +975,12 @@ describe('the token and userinfo responses', () => {
     expect(sessionSetCookie(callback.headers)).toBeUndefined();
   });
 
-  it('accepts bearer in any case and ignores unknown members (T-04, T-05)', async () => {
+  it('accepts bearer in any case and ignores unknown members (EXCHANGE-3)', async () => {
     const { callback } = await signIn(tokenRewrite((b) => ({ ...b, token_type: 'BEARER', extra: { x: 1 } })));
     expect(callback.status, callback.body).toBe(303);
   });
 
-  it('userinfo naming another subject fails the sign-in (I-01)', async () => {
+  it('userinfo naming another subject fails the sign-in (USERINFO-1)', async () => {
     const h = createHarness(gitlab, {
       intercept: async (url, response) =>
         url.endsWith('/oauth/userinfo') ? rewriteJson(response, (b) => ({ ...b, sub: '2' })) : response,
@@ -989,7 +990,7 @@ describe('the token and userinfo responses', () => {
     expect(sessionSetCookie(callback.headers)).toBeUndefined();
   });
 
-  it('sends the access token only in the Authorization header (I-02)', async () => {
+  it('sends the access token only in the Authorization header (USERINFO-2)', async () => {
     const calls: { url: string; authorization: string | null }[] = [];
     const h = createHarness(gitlab, {
       scopes: 'openid profile email read_user',
@@ -1009,7 +1010,7 @@ describe('the token and userinfo responses', () => {
     }
   });
 
-  it('keeps groups only when GitLab sends a list of short strings (I-03)', async () => {
+  it('keeps groups only when GitLab sends a list of short strings (USERINFO-3)', async () => {
     const h = createHarness(gitlab, {
       intercept: async (url, response) =>
         url.endsWith('/oauth/userinfo')
@@ -1024,7 +1025,7 @@ describe('the token and userinfo responses', () => {
 });
 
 describe('sessions from sign-in', () => {
-  it('store the GitLab tokens sealed: no token in clear in the store (L-04, F-01)', async () => {
+  it('store the GitLab tokens sealed: no token in clear in the store (TOKEN-1)', async () => {
     const h = createHarness(gitlab);
     const { callback } = await signIn(h);
     const cookie = sessionSetCookie(callback.headers)!.split(';')[0]!;

@@ -1,6 +1,7 @@
 /**
- * The architecture's import rules (DESIGN.md), checked on the source: the emulator imports no
- * labgate code, so it stays an independent oracle; each part reaches only what it may.
+ * The architecture's import rules (docs/security.md, EMULATOR-2), checked on the source: the
+ * emulator imports no labgate code, so it stays an independent oracle; each part reaches only what
+ * it may.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';

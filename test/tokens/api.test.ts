@@ -1,9 +1,9 @@
 /**
  * The GitLab API client (`labgate.gitlab(session)`) and the token toolkit (`checkToken`,
- * `refreshToken`, `revokeToken`), against an emulated GitLab under a relative URL root
- * (`/gitlab`, provider.md §8.2). Every request labgate sends goes through a `fetch` wrapper that
- * records it, so the tests see what went on the wire: the token in `Authorization: Bearer` only
- * (provider.md §3.6), never in a URL.
+ * `refreshToken`, `revokeToken`), against an emulated GitLab under a relative URL root (`/gitlab`,
+ * the emulator's `basePath` in docs/emulator.md). Every request labgate sends goes through a
+ * `fetch` wrapper that records it, so the tests see what went on the wire: the token in
+ * `Authorization: Bearer` only (docs/security.md, USERINFO-2), never in a URL.
  */
 import { Gitlab } from '@gitbeaker/rest';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';

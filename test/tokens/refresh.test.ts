@@ -1,11 +1,11 @@
 /**
- * `getAccessToken` in one process, against the emulated GitLab: a fresh token costs nothing (no store
- * call, no GitLab call), a token within `refreshMargin` is refreshed before it expires, concurrent
- * callers share one refresh (single-flight), two labgate instances on one store share one refresh
- * (the lock) and the loser re-reads the rotated pair, under both refresh-token rotation behaviours
- * GitLab has shipped (provider.md, top note and §3.2.2). `invalid_grant` ends the session; a GitLab
- * that fails for a while does not; `Retry-After` is honoured within a bound. Lifecycle events carry
- * ids, never tokens.
+ * `getAccessToken` in one process, against the emulated GitLab: a fresh token costs nothing (no
+ * store call, no GitLab call), a token within `refreshMargin` is refreshed before it expires,
+ * concurrent callers share one refresh (single-flight), two labgate instances on one store share
+ * one refresh (the lock) and the loser re-reads the rotated pair, under both refresh-token rotation
+ * behaviours GitLab has shipped (the emulator's `refreshTokenRotation` in docs/emulator.md).
+ * `invalid_grant` ends the session; a GitLab that fails for a while does not; `Retry-After` is
+ * honoured within a bound. Lifecycle events carry ids, never tokens.
  *
  * labgate's clock (`Clock`) and the emulator's (`advanceClock`) move together unless a test says so.
  */
