@@ -1,5 +1,5 @@
 /**
- * Runs the example app from the environment (DESIGN.md's table): GITLAB_URL, GITLAB_CLIENT_ID,
+ * Runs the example app from the environment (README.md, "Configuration"): GITLAB_URL, GITLAB_CLIENT_ID,
  * GITLAB_CLIENT_SECRET, GITLAB_SCOPES, LABGATE_URL, LABGATE_SECRET, LABGATE_STORE, PORT.
  */
 import { createServer, type RequestListener, type Server } from 'node:http';

@@ -1,6 +1,6 @@
 /**
  * Real-browser helpers for the end-to-end tests: Debian's chromium driven by playwright-core (never a
- * browser that a tool downloads), with the flags of DESIGN.md and a fresh profile each time; and the
+ * browser that a tool downloads), with the flags below and a fresh profile each time; and the
  * RFC 6238 codes a two-factor user types.
  */
 import { createHmac } from 'node:crypto';
@@ -14,7 +14,7 @@ import { type BrowserContext, chromium, type Page } from 'playwright-core';
 export const CHROMIUM_PATH = '/usr/bin/chromium';
 
 /**
- * DESIGN.md's flags, less the two playwright owns: `headless: true` adds `--headless`, and the
+ * The flags every run uses, less the two playwright owns: `headless: true` adds `--headless`, and the
  * profile folder handed to `launchPersistentContext` becomes `--user-data-dir` (playwright refuses
  * the flag in `args`).
  */

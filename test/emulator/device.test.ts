@@ -1,5 +1,5 @@
 /**
- * The emulator's device authorization grant (RFC 8628) as GitLab serves it (provider.md §1.4): the
+ * The emulator's device authorization grant (RFC 8628) as GitLab serves it (docs/emulator.md, Fidelity): the
  * device request, polling on the emulator's clock, and the user's approval through GitLab's pages.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';

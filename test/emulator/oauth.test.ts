@@ -1,5 +1,5 @@
 /**
- * The emulator's OAuth 2.0 provider against GitLab's wire format (provider.md §1–3, §7.2, §9, §10),
+ * The emulator's OAuth 2.0 provider against GitLab's wire format (docs/emulator.md, Fidelity),
  * driven with plain fetch and a scripted browser through GitLab's own HTML forms.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -20,7 +20,7 @@ import {
   totp,
 } from './browser.js';
 
-// GitLab's texts, copied from provider.md rather than from the emulator.
+// GitLab's texts, copied from GitLab's and Doorkeeper's locale files rather than from the emulator.
 const INVALID_GRANT =
   'The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.';
 const INVALID_CLIENT =
@@ -515,7 +515,7 @@ describe('authorize error pages', () => {
   });
 });
 
-describe('redirect URIs registered with a query (provider.md §2.4)', () => {
+describe('redirect URIs registered with a query', () => {
   const REGISTERED = 'https://app.example.com/cb?a=1&b=2';
   let custom: RunningEmulator;
   beforeAll(async () => {

@@ -1,5 +1,5 @@
 /**
- * The emulator's OpenID Connect side against GitLab's wire format (provider.md §1.2, §1.3, §1.7, §4):
+ * The emulator's OpenID Connect side against GitLab's wire format (docs/emulator.md, Fidelity):
  * discovery, JWKS, ID tokens verified with jose, userinfo and its failures.
  */
 import { createHash } from 'node:crypto';
@@ -103,7 +103,7 @@ const sorted = (value: unknown) => [...(value as string[])].sort();
 // ---------------------------------------------------------------------------------------------
 
 describe('discovery', () => {
-  it('serves the document of provider.md §1.2, keys in order', async () => {
+  it("serves GitLab's discovery document, keys in order", async () => {
     const res = await fetch(`${gitlab.url}/.well-known/openid-configuration`);
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toBe('application/json; charset=utf-8');
@@ -186,7 +186,7 @@ describe('discovery', () => {
       code_challenge_methods_supported: ['plain', 'S256'],
     };
     expect(Object.keys(doc)).toEqual(Object.keys(expected));
-    // The order of scopes_supported is unconfirmed (provider.md): compare it as a set.
+    // The order of scopes_supported is unconfirmed: compare it as a set.
     expect(sorted(doc['scopes_supported'])).toEqual(sorted(expected['scopes_supported']));
     expect({ ...doc, scopes_supported: null }).toEqual({ ...expected, scopes_supported: null });
     // The device grant is the literal flow name, and neither logout nor the device endpoint is advertised.
