@@ -87,7 +87,7 @@ async function projectsOf(auth: Labgate, session: Session): Promise<GitLabProjec
     if (!(error instanceof GitLabApiError)) throw error;
     if (error.status === 0) return 'GitLab could not be reached. Try again in a moment.';
     // GitLab says insufficient_scope (403) only for a token without the scope; other 403s mean other things.
-    if (error.status === 403 && /insufficient_scope|higher privileges/i.test(error.gitlabMessage ?? ''))
+    if (error.status === 403 && error.error === 'insufficient_scope')
       return 'GitLab refused: the sign-in did not grant the read_api scope this page needs (insufficient_scope).';
     if (error.status === 401)
       return 'GitLab refused the app’s token, even after renewing it. Sign out and sign in again.';

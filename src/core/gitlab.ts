@@ -20,12 +20,19 @@ export class GitLabApiError extends Error {
   readonly path: string;
   /** GitLab's `message` or `error` field, when it sent one. */
   readonly gitlabMessage: string | null;
+  /**
+   * GitLab's OAuth error code, from the body's `error` or the `WWW-Authenticate` challenge's
+   * `error="…"`: `insufficient_scope` (a 403 for a token without the scope the endpoint needs),
+   * `invalid_token` (a 401 for an expired or revoked token); null for other answers.
+   */
+  readonly error: string | null;
 
   constructor(init: {
     status: number;
     method: string;
     path: string;
     gitlabMessage: string | null;
+    error?: string | null;
     cause?: unknown;
   }) {
     super(
@@ -36,6 +43,7 @@ export class GitLabApiError extends Error {
     this.method = init.method;
     this.path = init.path;
     this.gitlabMessage = init.gitlabMessage;
+    this.error = init.error ?? null;
   }
 }
 
@@ -96,19 +104,29 @@ function retryAfterMs(header: string | null, now: number): number | null {
   return Number.isNaN(date) ? null : Math.max(0, date - now);
 }
 
-async function gitlabMessage(response: Response): Promise<string | null> {
+/** GitLab's words in a failed answer: its message, and its OAuth error code (body, else challenge). */
+async function gitlabFailure(
+  response: Response,
+): Promise<{ gitlabMessage: string | null; error: string | null }> {
+  const challenge =
+    /\berror="([a-z_]{1,64})"/.exec(response.headers.get('www-authenticate') ?? '')?.[1] ?? null;
   try {
     const text = await response.text();
     const body = JSON.parse(text) as { message?: unknown; error?: unknown; error_description?: unknown };
     const message = body.message ?? body.error_description ?? body.error;
+    const code = typeof body.error === 'string' && /^[a-z_]{1,64}$/.test(body.error) ? body.error : challenge;
     // GitLab's text goes into the error's message, and so into log lines.
-    return typeof message === 'string'
-      ? logText(message, 300)
-      : message === undefined
-        ? null
-        : logText(JSON.stringify(message), 300);
+    return {
+      gitlabMessage:
+        typeof message === 'string'
+          ? logText(message, 300)
+          : message === undefined
+            ? null
+            : logText(JSON.stringify(message), 300),
+      error: code,
+    };
   } catch {
-    return null;
+    return { gitlabMessage: null, error: challenge };
   }
 }
 
@@ -222,7 +240,7 @@ export function createGitLabClient(options: GitLabClientOptions): GitLabClient {
           status: response.status,
           method,
           path: bare,
-          gitlabMessage: await gitlabMessage(response),
+          ...(await gitlabFailure(response)),
         });
       }
       return response;

@@ -701,10 +701,8 @@ export function createLabgate(input: LabgateOptions): Labgate {
       if (!(await recheck(state))) ended++;
     }
     logger.info(
-      // The event name comes from the payload: only word characters reach the log line.
-      `labgate: webhook ${String(payload['event_name'] ?? payload['object_kind'] ?? 'event')
-        .replace(/[^\w.-]/g, '')
-        .slice(0, 64)} re-checked ${records.length} session(s), ${ended} ended`,
+      // The event name comes from the payload (docs/security.md, LOG-1).
+      `labgate: webhook "${logText(payload['event_name'] ?? payload['object_kind'] ?? 'event', 64)}" re-checked ${records.length} session(s), ${ended} ended`,
     );
     return Response.json({ rechecked: records.length, ended });
   }

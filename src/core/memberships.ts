@@ -38,9 +38,6 @@ function rulesOf(policy: NormalisedPolicy): Rule[] {
 
 const lower = (value: string) => value.replace(/[A-Z]/g, (c) => c.toLowerCase());
 
-/** A 403 for a token that lacks a scope (`insufficient_scope`), not for the user's lack of access. */
-const SCOPE_REFUSED = /insufficient_scope|higher privileges/i;
-
 /**
  * The level of a membership answer, 0 for "not a member": 404 (not a member, or the group is not
  * visible to the user), and 403 (a private group the user can see, as the parent of one of their
@@ -54,7 +51,8 @@ async function memberLevel(api: GitLabClient, path: string): Promise<number> {
   } catch (error) {
     if (error instanceof GitLabApiError) {
       if (error.status === 404) return 0;
-      if (error.status === 403 && !SCOPE_REFUSED.test(error.gitlabMessage ?? '')) return 0;
+      // A 403 for a token that lacks a scope is not an answer about the user's access.
+      if (error.status === 403 && error.error !== 'insufficient_scope') return 0;
     }
     throw error;
   }

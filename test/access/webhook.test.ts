@@ -149,14 +149,18 @@ describe('a member event with the right token', () => {
     expect(await sessionOf(h.labgate, cookie)).toBeNull();
   });
 
-  it('logs one line per event, with only word characters of the event name', async () => {
+  it('logs one line per event, the event name escaped and bounded', async () => {
     const h = withHook();
     await signedIn(h, 'bob');
     await post(h.labgate, memberEvent('user_update_for_group\nlabgate: forged line <b>'));
     const lines = h.logs.filter((l) => l.includes('webhook'));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toContain('webhook user_update_for_grouplabgateforgedlineb re-checked 1 session(s)');
+    expect(lines[0]).toContain(
+      'webhook "user_update_for_group\\nlabgate: forged line <b>" re-checked 1 session(s)',
+    );
     expect(lines[0]).not.toContain('\n');
+    await post(h.labgate, memberEvent('x'.repeat(500)));
+    expect(h.logs.filter((l) => l.includes('webhook'))[1]).toContain(`webhook "${'x'.repeat(64)}…"`);
   });
 
   it('a user with no session here is answered 200 with nothing re-checked', async () => {

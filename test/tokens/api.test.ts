@@ -7,7 +7,7 @@
  */
 import { Gitlab } from '@gitbeaker/rest';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { GitLabApiError, LabgateError, type Session } from '../../src/core/index.js';
+import { createGitLabClient, GitLabApiError, LabgateError, type Session } from '../../src/core/index.js';
 import {
   demoFixtures,
   type Fixtures,
@@ -269,6 +269,30 @@ describe('the API client', () => {
     for (const text of [error.message, error.stack ?? '', JSON.stringify(error), String(error)]) {
       expect(text).not.toContain(token);
     }
+  });
+
+  it("names GitLab's OAuth error: insufficient_scope on a 403, invalid_token on a 401", async () => {
+    const { h } = harness();
+    const scopeless = gitlab.control.mintToken({ user: 'alice', scopes: ['openid'] });
+    const client = createGitLabClient({
+      gitlabUrl: h.gitlab.url,
+      getToken: async () => scopeless.access_token,
+    });
+    const refused = (await settle(client.get('/projects'))) as { error: GitLabApiError };
+    expect(refused.error.status).toBe(403);
+    expect(refused.error.error).toBe('insufficient_scope');
+    const expiring = gitlab.control.mintToken({ user: 'alice', scopes: ['read_api'] });
+    gitlab.control.expireAccessTokens();
+    const expired = createGitLabClient({
+      gitlabUrl: h.gitlab.url,
+      getToken: async () => expiring.access_token,
+    });
+    const rejected = (await settle(expired.get('/user'))) as { error: GitLabApiError };
+    expect([rejected.error.status, rejected.error.error]).toEqual([401, 'invalid_token']);
+    // GitLab's plain 401 for a token it does not know names no OAuth error.
+    const unknown = createGitLabClient({ gitlabUrl: h.gitlab.url, getToken: async () => 'not-a-token' });
+    const plain = (await settle(unknown.get('/user'))) as { error: GitLabApiError };
+    expect([plain.error.status, plain.error.error]).toEqual([401, null]);
   });
 
   it('@gitbeaker/rest with oauthToken: () => getAccessToken(session) keeps working after expiry', async () => {
