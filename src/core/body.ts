@@ -1,7 +1,7 @@
 /**
- * The one reader of request bodies on labgate's routes (docs/security.md, HTTP-1): it never holds more
- * than its cap in memory, refuses a declared length above the cap before reading a byte, and stops
- * reading (cancelling the stream) the moment the cap is passed.
+ * The one reader of bodies labgate reads whole: requests to its routes (docs/security.md, HTTP-1) and
+ * GitLab's answers. It never holds more than its cap in memory, refuses a declared length above the
+ * cap before reading a byte, and stops reading (cancelling the stream) the moment the cap is passed.
  */
 import { LabgateError } from './errors.js';
 
@@ -9,20 +9,24 @@ import { LabgateError } from './errors.js';
 export const FORM_MAX_BYTES = 8 * 1024;
 
 /**
- * The body of `request`, at most `limit` bytes, as bytes; an empty array when there is none. Rejects with
- * `payload_too_large` above the cap.
+ * A body (a request's, or GitLab's answer) read whole, never more than `limit` bytes held: a declared
+ * `Content-Length` above the cap is refused before a byte is read, and reading stops, cancelling the
+ * stream, the moment the cap is passed. `tooLarge` makes the error thrown then.
  */
-export async function readBody(request: Request, limit: number): Promise<Uint8Array> {
-  const declared = request.headers.get('content-length');
-  const refuse = () =>
-    new LabgateError('payload_too_large', `the request body is larger than ${limit} bytes`);
+export async function readCapped(
+  message: { body: ReadableStream<Uint8Array> | null; headers: Headers },
+  limit: number,
+  tooLarge: () => Error,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const declared = message.headers.get('content-length');
   if (declared !== null && Number(declared) > limit) {
-    await request.body?.cancel().catch(() => {});
-    throw refuse();
+    await message.body?.cancel().catch(() => {});
+    throw tooLarge();
   }
-  if (request.body === null) return new Uint8Array(0);
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
+  if (message.body === null) return new Uint8Array(0);
+  // A stream of a Request or a fetch Response gives chunks on their own ArrayBuffers.
+  const reader = message.body.getReader();
+  const chunks: Uint8Array<ArrayBuffer>[] = [];
   let size = 0;
   for (;;) {
     const { done, value } = await reader.read();
@@ -30,9 +34,9 @@ export async function readBody(request: Request, limit: number): Promise<Uint8Ar
     size += value.byteLength;
     if (size > limit) {
       await reader.cancel().catch(() => {});
-      throw refuse();
+      throw tooLarge();
     }
-    chunks.push(value);
+    chunks.push(value as Uint8Array<ArrayBuffer>);
   }
   if (chunks.length === 1) return chunks[0]!;
   const body = new Uint8Array(size);
@@ -42,6 +46,15 @@ export async function readBody(request: Request, limit: number): Promise<Uint8Ar
     offset += chunk.byteLength;
   }
   return body;
+}
+
+/** The body of a request to a labgate route, at most `limit` bytes; `payload_too_large` above. */
+export function readBody(request: Request, limit: number): Promise<Uint8Array<ArrayBuffer>> {
+  return readCapped(
+    request,
+    limit,
+    () => new LabgateError('payload_too_large', `the request body is larger than ${limit} bytes`),
+  );
 }
 
 /**

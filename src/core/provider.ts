@@ -5,6 +5,7 @@
  */
 import { compactVerify, importJWK, type JWK } from 'jose';
 import * as oauth from 'oauth4webapi';
+import { readCapped } from './body.js';
 import { fromBase64Url } from './crypto.js';
 import { LabgateError, type LabgateErrorCode } from './errors.js';
 import { parseStrictJson, repeatedMember, StrictJsonError } from './json.js';
@@ -145,43 +146,17 @@ export function guardFetch(
       response = await send();
     }
     const url = input instanceof Request ? input.url : input;
-    const declared = Number(response.headers.get('content-length') ?? 0);
-    if (declared > options.maxResponseBytes) {
-      await response.body?.cancel();
-      throw refuse(
+    if (!response.body) return response;
+    const body = await readCapped(response, options.maxResponseBytes, () =>
+      refuse(
         response,
         new LabgateError(
           'gitlab_error',
           `GitLab's response is larger than ${options.maxResponseBytes} bytes`,
         ),
-      );
-    }
-    if (!response.body) return response;
-    const reader = response.body.getReader();
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > options.maxResponseBytes) {
-        await reader.cancel();
-        throw refuse(
-          response,
-          new LabgateError(
-            'gitlab_error',
-            `GitLab's response is larger than ${options.maxResponseBytes} bytes`,
-          ),
-        );
-      }
-      chunks.push(value);
-    }
-    const body = new Uint8Array(size);
-    let offset = 0;
-    for (const chunk of chunks) {
-      body.set(chunk, offset);
-      offset += chunk.byteLength;
-    }
+      ),
+    );
+    const size = body.byteLength;
     if (size > 0 && isJsonType(mediaType(response))) {
       // Not JSON at all is left to the reader, which refuses it with its own, more precise error.
       const text = new TextDecoder().decode(body);
