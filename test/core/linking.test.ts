@@ -210,6 +210,30 @@ describe('POST /auth/link', () => {
     expect(page.forms[0]).toMatchObject({ method: 'post', action: `${APP}/auth/link` });
   });
 
+  it('refuses to link an account that already belongs to another user, and leaves it there', async () => {
+    const h = createHarness(gitlab, { accountLinking: true });
+    const bobBrowser = h.browser();
+    await signIn(h, { user: 'bob', browser: bobBrowser });
+    const bob = (await sessionOf(h, bobBrowser))!;
+    const browser = h.browser();
+    await signIn(h, { user: 'alice', browser });
+    const alice = (await sessionOf(h, browser))!;
+    leaveGitLab(browser);
+    const started = await browser.request(`${APP}/auth/link`, { method: 'POST', headers: { origin: APP } });
+    const back = await browser.get(await authorize(h, browser, started.location!, { user: 'bob' }));
+    expect(back.status).toBe(403);
+    expect(errorCode(back)).toBe('access_forbidden');
+    expect(back.body).toContain('already linked to another user');
+    expect((await h.labgate.store.listIdentities(bob.userId)).map((i) => i.profile.username)).toEqual([
+      'bob',
+    ]);
+    expect((await h.labgate.store.listIdentities(alice.userId)).map((i) => i.profile.username)).toEqual([
+      'alice',
+    ]);
+    // Alice is still signed in as herself.
+    expect((await sessionOf(h, browser))?.userId).toBe(alice.userId);
+  });
+
   it("does not link when the browser's session is no longer the one that asked", async () => {
     const h = createHarness(gitlab, { accountLinking: true });
     const browser = h.browser();
