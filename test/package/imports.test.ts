@@ -251,6 +251,12 @@ describe('import rules', () => {
     expect(files.flatMap((file) => violations(file, read(file)))).toEqual([]);
   };
 
+  it('every adapter is a subpath of exports (which names the framework it may import)', () => {
+    const adapters = sources('src/adapters');
+    expect(adapters).toEqual(expect.arrayContaining(['src/adapters/express.ts', 'src/adapters/node.ts']));
+    expect(adapters.filter((file) => subpathOf(file) === null)).toEqual([]);
+  });
+
   it('the emulator imports only itself and node built-ins', () => keepsToRule('emulator'));
 
   it.each(areas.filter((area) => area !== 'emulator'))('src/%s keeps to its rule', keepsToRule);

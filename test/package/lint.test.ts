@@ -1,6 +1,8 @@
 /**
  * The published package's metadata, checked on the tarball `npm pack` makes: publint (exports,
- * files, fields) and arethetypeswrong (every subpath's types resolve to what Node loads).
+ * files, fields) and arethetypeswrong (every subpath's types resolve to what Node loads). Both read
+ * the one tarball of this run (package.ts) rather than packing again: `attw --pack` runs a plain
+ * `npm pack`, whose `prepare` script would rebuild dist/ under the other test files.
  * `npm test` builds first; run `npm run build` before running this file alone.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
