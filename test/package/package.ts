@@ -133,14 +133,17 @@ export function run(
 }
 
 /**
- * The environment for an npm that works on another project. Under `npm test` npm hands its own
- * configuration down as `npm_*` variables (the project's prefix among them); an npm started with
- * those would act on this repository instead of the temporary project, so they are left out. User
- * and global npmrc files still apply (registry, cache, proxy).
+ * The environment for an npm that works on another project: this one's, without what `npm test`
+ * adds about this repository (its package.json fields, the running script, its folder). npm's
+ * configuration (`npm_config_*`: registry, cache, proxy) stays, so the install reaches the same
+ * registry the user's npm does.
  */
 export function npmEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name) && name !== 'INIT_CWD'),
+    Object.entries(process.env).filter(
+      ([name]) =>
+        !/^npm_(package_|lifecycle_|command$|config_local_prefix$)/i.test(name) && name !== 'INIT_CWD',
+    ),
   );
 }
 
