@@ -3,6 +3,9 @@
  * labgate feature is a fetch handler (`Request → Response`); the Express, Fastify and Next adapters
  * and the gateway reach Node through these functions only.
  *
+ * {@link createNodeListener} is built for speed: the `Request` it hands over is lazy (nothing is
+ * built that the handler does not read), and a {@link LightResponse} is written without a stream.
+ *
  * @see https://fetch.spec.whatwg.org/#request-class
  * @see https://www.rfc-editor.org/rfc/rfc9110
  */
@@ -78,6 +81,29 @@ const FETCH_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
 const HOST_PATTERN =
   /^(?:\[[0-9a-f:.]+\]|[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*\.?)(?::[0-9]{1,5})?$/i;
 
+/** A header name or method: an RFC 9110 token. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Methods the Fetch standard upper-cases; any other keeps its case (RFC 9110 §9.1: case-sensitive). */
+const NORMALIZED_METHODS = new Set(['DELETE', 'GET', 'HEAD', 'OPTIONS', 'POST', 'PUT']);
+
+/**
+ * A request target the URL parser leaves exactly as it is: a path (and query) of characters it never
+ * percent-encodes or rewrites. Anything else (`'`, `\`, `#`, spaces, non-ASCII…) goes through `URL`.
+ */
+const VERBATIM_TARGET = /^\/[A-Za-z0-9\-._~!$&()*+,;=:@/?%]*$/;
+/** A `.` or `..` segment, also percent-encoded, which the URL parser resolves. */
+const DOT_SEGMENT = /\/(?:\.|%2e){1,2}(?=[/?]|$)/i;
+
+/** Statuses whose response never has a body (Fetch: "null body status"). */
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+/** What a status text may hold (RFC 9112 §4: reason-phrase). */
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+const TEXT_TYPE = 'text/plain;charset=UTF-8';
+const JSON_TYPE = 'application/json';
+
+const GlobalResponse = globalThis.Response;
+
 /**
  * Converts a Node request into a Web `Request`: URL, method, headers (repeated headers kept) and a
  * streamed body, or the body an Express/body-parser middleware already parsed.
@@ -86,6 +112,9 @@ const HOST_PATTERN =
  * `https://` on a TLS socket) + `Host`, or, with `trustProxy`, the first `X-Forwarded-Proto` and
  * `X-Forwarded-Host` values. A target that is not a path (`//evil.example/x`, `http://evil/`) is
  * kept as a path on that origin: it never chooses the host.
+ *
+ * This builds the whole `Request` at once; {@link createNodeListener} hands its handler a lazy one
+ * that builds only what the handler reads.
  *
  * Throws `TypeError` when `origin` is not an http(s) origin, or for a method the Fetch standard
  * refuses (`CONNECT`, `TRACE`, `TRACK`).
@@ -104,11 +133,9 @@ const HOST_PATTERN =
  * @see https://fetch.spec.whatwg.org/#dom-requestinit-duplex why the body needs `duplex: 'half'`
  */
 export function toWebRequest(req: IncomingMessage, options: ToWebRequestOptions = {}): Request {
-  const method = req.method ?? 'GET';
-  if (FORBIDDEN_METHODS.has(method.toUpperCase())) {
-    throw new TypeError(`toWebRequest: the ${method} method cannot be represented as a Fetch Request`);
-  }
-  const url = requestUrl(req, options);
+  const method = fetchMethod(req.method, 'toWebRequest');
+  const origin = options.origin === undefined ? undefined : normalizeOrigin(options.origin);
+  const url = requestUrl(req, origin, options.trustProxy === true);
   const headers = requestHeaders(req);
   const { signal, detach } = requestSignal(req, options);
   const init: RequestInit & { duplex?: 'half' } = { method, headers, signal };
@@ -152,10 +179,207 @@ export function clientAddress(req: IncomingMessage, options: ClientAddressOption
   return req.socket?.remoteAddress;
 }
 
+/** What {@link writeResponse} sends at once: a {@link LightResponse} nothing has made Node's `Response` of. */
+interface LightParts {
+  status: number;
+  statusText: string;
+  headers: Headers | undefined;
+  /** The implied `Content-Type` when `headers` is undefined. */
+  type: string | undefined;
+  body: string | Uint8Array | null;
+}
+let lightParts: (response: unknown) => LightParts | undefined;
+let nativeResponse: (response: LightResponse) => Response;
+
+/**
+ * A `Response` that {@link createNodeListener} and {@link sendWebResponse} write in one piece
+ * (`Content-Length` and a single `res.end(body)`), without a stream, when its body is a string,
+ * bytes or null. It is `instanceof Response` and behaves as one: reading its body, `clone()` or
+ * anything else a `Response` has builds Node's own `Response` behind it, once, and answers from it.
+ * Any other body (a stream, a `Blob`, `FormData`…) makes Node's `Response` at once.
+ *
+ * Why it exists: Node's `Response` wraps even a string in a stream, and that stream costs more than
+ * the rest of a small request. Nothing is replaced globally: use it where speed matters, as you
+ * would `Response`; a handler may return either. `LightResponse.json()` and
+ * `LightResponse.redirect()` return light responses too.
+ *
+ * @example
+ * ```ts
+ * import { createNodeListener, LightResponse } from 'labgate/node';
+ *
+ * createNodeListener(async (request) =>
+ *   (await labgate.handle(request)) ?? LightResponse.json({ hello: 'world' }),
+ * );
+ * ```
+ * @see https://fetch.spec.whatwg.org/#response-class
+ */
+export class LightResponse {
+  #body: string | Uint8Array<ArrayBuffer> | null = null;
+  #status = 200;
+  #statusText = '';
+  /** Made from `init.headers`, or when something reads `headers`. */
+  #headers: Headers | undefined;
+  /** The `Content-Type` the body implies while no `Headers` exists yet. */
+  #impliedType: string | undefined;
+  /** Whether the `Content-Type` in `#headers` is the one the body implied (Response.json replaces it). */
+  #typeImplied = false;
+  /** Node's own `Response`: made at once for other bodies, otherwise when something needs it. */
+  #real: Response | undefined;
+  /** Whether this response holds its parts itself (false: everything is `#real`'s). */
+  #light = false;
+
+  /**
+   * The same arguments as `new Response(body, init)`, and the same `TypeError`/`RangeError` for a
+   * status, status text or header Fetch refuses.
+   */
+  constructor(body?: BodyInit | null, init?: ResponseInit) {
+    const status = init?.status ?? 200;
+    const statusText = init?.statusText ?? '';
+    const simple =
+      body === null || body === undefined || typeof body === 'string' || body instanceof Uint8Array;
+    if (
+      !simple ||
+      !Number.isInteger(status) ||
+      status < 200 ||
+      status > 599 ||
+      (body != null && NULL_BODY_STATUSES.has(status)) ||
+      typeof statusText !== 'string' ||
+      !REASON_PHRASE.test(statusText)
+    ) {
+      // Node's Response decides (and throws for what Fetch refuses).
+      this.#real = new GlobalResponse(body, init);
+      return;
+    }
+    this.#light = true;
+    // A copy, as Fetch makes: bytes changed after this do not change the response.
+    this.#body = body instanceof Uint8Array ? new Uint8Array(body) : (body ?? null);
+    this.#status = status;
+    this.#statusText = statusText;
+    if (init?.headers !== undefined) {
+      this.#headers = new Headers(init.headers);
+      if (typeof body === 'string' && !this.#headers.has('content-type')) {
+        this.#headers.set('content-type', TEXT_TYPE);
+        this.#typeImplied = true;
+      }
+    } else if (typeof body === 'string') this.#impliedType = TEXT_TYPE;
+  }
+
+  /** A JSON response, as `Response.json(data, init)`. */
+  static json(data: unknown, init?: ResponseInit): LightResponse {
+    const text = JSON.stringify(data);
+    if (text === undefined) throw new TypeError('LightResponse.json: the value cannot be serialised to JSON');
+    const response = new LightResponse(text, init);
+    if (response.#light) {
+      if (response.#headers === undefined) response.#impliedType = JSON_TYPE;
+      else if (response.#typeImplied) response.#headers.set('content-type', JSON_TYPE);
+    }
+    return response;
+  }
+
+  /** A redirect to an absolute URL, as `Response.redirect(url, status)`. */
+  static redirect(url: string | URL, status = 302): LightResponse {
+    const location = new URL(String(url)).href;
+    if (!REDIRECT_STATUSES.has(status))
+      throw new RangeError(`LightResponse.redirect: ${status} is not a redirect status`);
+    return new LightResponse(null, { status, headers: { location } });
+  }
+
+  /** A network error, as `Response.error()`. */
+  static error(): Response {
+    return GlobalResponse.error();
+  }
+
+  static {
+    lightParts = (response) => {
+      if (!(typeof response === 'object' && response !== null && #light in response)) return undefined;
+      if (!response.#light || response.#real !== undefined) return undefined;
+      return {
+        status: response.#status,
+        statusText: response.#statusText,
+        headers: response.#headers,
+        type: response.#impliedType,
+        body: response.#body,
+      };
+    };
+    nativeResponse = (response) => LightResponse.#native(response);
+  }
+
+  /** Node's own `Response` with the same parts, made once. */
+  static #native(response: LightResponse): Response {
+    response.#real ??= new GlobalResponse(response.#body, {
+      status: response.#status,
+      statusText: response.#statusText,
+      headers: response.headers,
+    });
+    return response.#real;
+  }
+
+  get status(): number {
+    return this.#light ? this.#status : this.#real!.status;
+  }
+  get statusText(): string {
+    return this.#light ? this.#statusText : this.#real!.statusText;
+  }
+  get ok(): boolean {
+    return this.status >= 200 && this.status <= 299;
+  }
+  get headers(): Headers {
+    if (!this.#light) return this.#real!.headers;
+    if (this.#headers === undefined) {
+      this.#headers = new Headers();
+      if (this.#impliedType !== undefined) this.#headers.set('content-type', this.#impliedType);
+    }
+    return this.#headers;
+  }
+  get type(): ResponseType {
+    return this.#light ? 'default' : this.#real!.type;
+  }
+  get url(): string {
+    return this.#light ? '' : this.#real!.url;
+  }
+  get redirected(): boolean {
+    return this.#light ? false : this.#real!.redirected;
+  }
+  get body(): ReadableStream<Uint8Array<ArrayBuffer>> | null {
+    if (this.#light && this.#body === null) return null;
+    return LightResponse.#native(this).body;
+  }
+  get bodyUsed(): boolean {
+    return this.#real?.bodyUsed ?? false;
+  }
+  clone(): Response {
+    return LightResponse.#native(this).clone();
+  }
+  arrayBuffer(): Promise<ArrayBuffer> {
+    return LightResponse.#native(this).arrayBuffer();
+  }
+  blob(): Promise<Blob> {
+    return LightResponse.#native(this).blob();
+  }
+  bytes(): Promise<Uint8Array<ArrayBuffer>> {
+    return LightResponse.#native(this).bytes();
+  }
+  formData(): Promise<FormData> {
+    return LightResponse.#native(this).formData();
+  }
+  json(): Promise<unknown> {
+    return LightResponse.#native(this).json();
+  }
+  text(): Promise<string> {
+    return LightResponse.#native(this).text();
+  }
+}
+// `instanceof Response` holds, and whatever a later Node adds to Response answers from the real one.
+Object.setPrototypeOf(LightResponse.prototype, GlobalResponse.prototype);
+delegateMissing(LightResponse.prototype, GlobalResponse.prototype, (response) => nativeResponse(response));
+
 /**
  * Writes a Web `Response` to a Node `ServerResponse`: status, status text, every header (each
- * `Set-Cookie` as its own header line, after any the response already had), then the body,
- * streamed with backpressure. A `HEAD` request gets the headers only.
+ * `Set-Cookie` as its own header line, after any the response already had), then the body. A
+ * {@link LightResponse} with a string, bytes or no body is written at once with a `Content-Length`;
+ * another body is read: one that is a single chunk ready at once (a `Response` made from a string
+ * or bytes) also gets a `Content-Length`, any other is streamed with backpressure. A `HEAD` request
+ * gets the headers only.
  *
  * Resolves when the response is finished, or as soon as the client disconnects (the body stream
  * is then cancelled, never read further). Rejects with `TypeError` when the headers were already
@@ -174,11 +398,62 @@ export async function sendWebResponse(
   response: Response,
   options: SendWebResponseOptions = {},
 ): Promise<void> {
+  await writeResponse(res, response, (options.method ?? res.req?.method ?? '').toUpperCase());
+  await settled(res);
+}
+
+/**
+ * Writes the response; `undefined` when it was written at once, else a promise of the body's end
+ * (not of the response's flush: {@link sendWebResponse} waits for that).
+ */
+function writeResponse(res: ServerResponse, response: Response, method: string): Promise<void> | undefined {
   if (res.headersSent) {
     throw new TypeError(
       'sendWebResponse: the headers of this ServerResponse were already sent, so the Response cannot be written; something else answered first',
     );
   }
+  const light = lightParts(response);
+  if (light === undefined) return writeNative(res, response, method);
+  if (res.destroyed || res.writableEnded) return undefined;
+  const { body } = light;
+  let hasLength = false;
+  if (light.headers !== undefined) hasLength = putHeaders(res, light.headers);
+  else if (light.type !== undefined) res.setHeader('content-type', light.type);
+  if (body !== null && !hasLength) {
+    res.setHeader('content-length', typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
+  }
+  if (light.statusText) res.writeHead(light.status, light.statusText);
+  else res.writeHead(light.status);
+  if (body === null || method === 'HEAD') res.end();
+  else res.end(body);
+  return undefined;
+}
+
+/** Copies a response's headers to `res`; true when they hold a `Content-Length`. */
+function putHeaders(res: ServerResponse, headers: Headers): boolean {
+  let hasLength = false;
+  const cookies: string[] = [];
+  for (const [name, value] of headers) {
+    if (name === 'set-cookie') cookies.push(value);
+    else if (HOP_BY_HOP.has(name)) {
+      // `Connection: close` (a 413 whose body was not read, say) ends the connection after this
+      // response, so Node does not read the rest of the body to reuse it; the framing stays Node's.
+      if (name === 'connection' && value.toLowerCase() === 'close') res.shouldKeepAlive = false;
+    } else {
+      if (name === 'content-length') hasLength = true;
+      res.setHeader(name, value);
+    }
+  }
+  if (cookies.length > 0) {
+    // Keep cookies a middleware set on `res` before: each Set-Cookie is independent.
+    const existing = res.getHeader('set-cookie');
+    const before = existing === undefined ? [] : Array.isArray(existing) ? existing : [String(existing)];
+    res.setHeader('set-cookie', [...before, ...cookies]);
+  }
+  return hasLength;
+}
+
+async function writeNative(res: ServerResponse, response: Response, method: string): Promise<void> {
   const body = response.body;
   if (response.bodyUsed || body?.locked) {
     throw new TypeError('sendWebResponse: the Response body was already read or is locked');
@@ -188,29 +463,19 @@ export async function sendWebResponse(
     await body?.cancel().catch(() => {});
     return;
   }
-
-  for (const [name, value] of response.headers) {
-    if (name === 'set-cookie' || HOP_BY_HOP.has(name)) continue;
-    res.setHeader(name, value);
-  }
-  // `Connection: close` (a 413 whose body was not read, say) ends the connection after this response,
-  // so Node does not read the rest of the body to reuse it; the framing itself stays Node's.
-  if (response.headers.get('connection')?.toLowerCase() === 'close') res.shouldKeepAlive = false;
-  const cookies = response.headers.getSetCookie();
-  if (cookies.length > 0) {
-    // Keep cookies a middleware set on `res` before: each Set-Cookie is independent.
-    const existing = res.getHeader('set-cookie');
-    const before = existing === undefined ? [] : Array.isArray(existing) ? existing : [String(existing)];
-    res.setHeader('set-cookie', [...before, ...cookies]);
-  }
-  if (response.statusText) res.writeHead(response.status, response.statusText);
-  else res.writeHead(response.status);
-
-  const method = (options.method ?? res.req?.method ?? '').toUpperCase();
+  const hasLength = putHeaders(res, response.headers);
+  const { status, statusText } = response;
+  let headWritten = false;
+  const writeHead = () => {
+    if (headWritten) return;
+    headWritten = true;
+    if (statusText) res.writeHead(status, statusText);
+    else res.writeHead(status);
+  };
   if (body === null || method === 'HEAD') {
+    writeHead();
     res.end();
     await body?.cancel().catch(() => {});
-    await settled(res);
     return;
   }
 
@@ -225,16 +490,35 @@ export async function sendWebResponse(
   res.on('close', onClose);
   // Send the headers at once when the first chunk is not ready now (an event stream that starts later).
   const flush = setImmediate(() => {
-    if (!res.destroyed) res.flushHeaders();
+    if (res.destroyed) return;
+    writeHead();
+    res.flushHeaders();
   });
   try {
+    let next = reader.read();
+    let first = true;
     for (;;) {
-      const { done, value } = await reader.read();
-      clearImmediate(flush);
+      const { done, value } = await next;
       if (done || gone) break;
       if (!(value instanceof Uint8Array)) {
         throw new TypeError('sendWebResponse: a Response body chunk is not a Uint8Array');
       }
+      next = reader.read();
+      if (first && !headWritten) {
+        // A body made from a string or bytes is one chunk, then its end a few microtasks later:
+        // sent whole, with a Content-Length, instead of chunked.
+        const after = await peek(next);
+        if (after?.done && !gone && !res.destroyed) {
+          clearImmediate(flush);
+          if (!hasLength) res.setHeader('content-length', value.byteLength);
+          writeHead();
+          res.end(value);
+          return;
+        }
+      }
+      first = false;
+      clearImmediate(flush);
+      writeHead();
       if (!res.write(value)) await writable(res);
       if (res.destroyed) break;
     }
@@ -246,11 +530,29 @@ export async function sendWebResponse(
     await reader.cancel(error).catch(() => {});
     throw error;
   } finally {
+    clearImmediate(flush);
     res.off('close', onClose);
   }
   if (gone || res.destroyed) return;
+  writeHead();
   res.end();
-  await settled(res);
+}
+
+/** The outcome of `promise` if it settles within a few microtasks, else undefined (it keeps going). */
+async function peek<T>(promise: Promise<T>): Promise<T | undefined> {
+  let outcome: T | undefined;
+  let settledYet = false;
+  promise.then(
+    (value) => {
+      outcome = value;
+      settledYet = true;
+    },
+    () => {
+      settledYet = true;
+    },
+  );
+  for (let tick = 0; tick < 4 && !settledYet; tick++) await Promise.resolve();
+  return outcome;
 }
 
 /**
@@ -258,6 +560,19 @@ export async function sendWebResponse(
  * sends its `Response`, or calls `notFound` when it returns `null`. A handler that throws gives a
  * generic `500 Internal Server Error`, and the error goes to `onError`. Never rejects, never
  * throws into Node. Throws `TypeError` at creation on a bad `origin`.
+ *
+ * The handler's `Request` is lazy, so a request that only needs its URL, method and a header or two
+ * (a session check) costs next to nothing: `url` and `method` are plain strings; `headers.get()` and
+ * `headers.has()` read Node's header list directly until something needs a real `Headers` (iterating,
+ * changing it); the `AbortSignal` is made when `signal` is first read (already aborted if the client
+ * left before); the body stream and Node's own `Request` behind it when anything else is read
+ * (`body`, `text()`, `json()`, `clone()`…). It is `instanceof Request` and its `headers`
+ * `instanceof Headers`. One limit: Node's `fetch(request)` and `new Request(request)` read private
+ * state that only a `Request` Node made has, which a lazy one gets only on Node 20 and 22; write
+ * `fetch(request.url, request)` / `new Request(request.url, request)` (the same request, on every
+ * version), or use {@link toWebRequest}.
+ *
+ * A {@link LightResponse} is written at once, without a stream.
  *
  * @example
  * ```ts
@@ -275,10 +590,9 @@ export function createNodeListener(
   options: NodeListenerOptions = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
   if (typeof handler !== 'function') throw new TypeError('createNodeListener: handler must be a function');
-  const requestOptions: NodeRequestOptions = {};
-  if (options.origin !== undefined) requestOptions.origin = normalizeOrigin(options.origin);
-  if (options.trustProxy !== undefined) requestOptions.trustProxy = options.trustProxy;
-  if (options.signal !== undefined) requestOptions.signal = options.signal;
+  const origin = options.origin === undefined ? undefined : normalizeOrigin(options.origin);
+  const trustProxy = options.trustProxy === true;
+  const outer = options.signal;
   const notFound = options.notFound ?? sendNotFound;
   const onError = options.onError ?? logError;
   const report = (error: unknown, req: IncomingMessage) => {
@@ -296,7 +610,7 @@ export function createNodeListener(
   async function respond(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let request: Request;
     try {
-      request = toWebRequest(req, { ...requestOptions, response: res });
+      request = lazyRequest(req, res, origin, trustProxy, outer);
     } catch {
       // A fetch handler can never be given these methods: no route behind this listener allows them.
       if (FORBIDDEN_METHODS.has((req.method ?? '').toUpperCase()))
@@ -311,7 +625,7 @@ export function createNodeListener(
         notFound(req, res);
         return;
       }
-      if (!(response instanceof Response)) {
+      if (!(response instanceof GlobalResponse)) {
         throw new TypeError('createNodeListener: the handler returned neither a Response nor null');
       }
     } catch (error) {
@@ -322,13 +636,244 @@ export function createNodeListener(
       return;
     }
     try {
-      await sendWebResponse(res, response, { method: req.method ?? 'GET' });
+      await writeResponse(res, response, request.method);
     } catch (error) {
       report(error, req);
     }
   }
 }
 
+/**
+ * Copies onto `target` every member of `source` (a Web class's prototype) it lacks, each answering
+ * from the object `resolve` gives: Node's own methods refuse a `this` they did not make.
+ */
+function delegateMissing(target: object, source: object, resolve: (self: never) => object): void {
+  for (const key of Reflect.ownKeys(source)) {
+    if (key === 'constructor' || key === Symbol.toStringTag || Object.hasOwn(target, key)) continue;
+    const descriptor = Object.getOwnPropertyDescriptor(source, key)!;
+    if (descriptor.get !== undefined) {
+      Object.defineProperty(target, key, {
+        configurable: true,
+        get(this: never) {
+          return Reflect.get(resolve(this), key);
+        },
+      });
+    } else if (typeof descriptor.value === 'function') {
+      Object.defineProperty(target, key, {
+        configurable: true,
+        writable: true,
+        value(this: never, ...args: unknown[]) {
+          const self = resolve(this);
+          return (Reflect.get(self, key) as (...a: unknown[]) => unknown).apply(self, args);
+        },
+      });
+    }
+  }
+}
+
+const inspectSymbol = Symbol.for('nodejs.util.inspect.custom');
+
+let materialiseHeaders: (headers: NodeHeaders) => Headers;
+let followHeaders: (headers: NodeHeaders, target: Headers) => void;
+/**
+ * The `Headers` of a lazy request: `get()` and `has()` read Node's raw header list (joining repeated
+ * lines as `Headers` does); anything else makes a real `Headers` once and answers from it. Once the
+ * `Request` behind is built, it answers from that request's own headers.
+ */
+class NodeHeaders {
+  readonly #incoming: IncomingMessage;
+  #target: Headers | undefined;
+
+  constructor(incoming: IncomingMessage, target: Headers | undefined) {
+    this.#incoming = incoming;
+    this.#target = target;
+  }
+
+  get(name: string): string | null {
+    if (this.#target !== undefined) return this.#target.get(name);
+    const key = `${name}`;
+    // A name Headers refuses throws as Headers would.
+    if (!TOKEN.test(key)) return NodeHeaders.#materialise(this).get(key);
+    return joinedHeader(this.#incoming, key.toLowerCase());
+  }
+
+  has(name: string): boolean {
+    if (this.#target !== undefined) return this.#target.has(name);
+    const key = `${name}`;
+    if (!TOKEN.test(key)) return NodeHeaders.#materialise(this).has(key);
+    return joinedHeader(this.#incoming, key.toLowerCase()) !== null;
+  }
+
+  static #materialise(headers: NodeHeaders): Headers {
+    headers.#target ??= requestHeaders(headers.#incoming);
+    return headers.#target;
+  }
+
+  static {
+    materialiseHeaders = (headers) => NodeHeaders.#materialise(headers);
+    followHeaders = (headers, target) => {
+      headers.#target = target;
+    };
+  }
+
+  [inspectSymbol](depth: number, options: object, inspect: (value: unknown, options: object) => string) {
+    return `Headers ${inspect(Object.fromEntries(NodeHeaders.#materialise(this)), { ...options, depth })}`;
+  }
+}
+Object.setPrototypeOf(NodeHeaders.prototype, Headers.prototype);
+delegateMissing(NodeHeaders.prototype, Headers.prototype, (headers: NodeHeaders) =>
+  materialiseHeaders(headers),
+);
+
+let buildRequest: (request: NodeRequest) => Request;
+/**
+ * The `Request` {@link createNodeListener} hands its handler: `instanceof Request`, with `method` and
+ * `url` as plain strings, and everything else made when first read. Its prototype chain holds
+ * `Request.prototype` (as `@hono/node-server` does) without running Node's constructor, which is the
+ * expensive part; every member it does not define answers from Node's own `Request`, built once.
+ */
+class NodeRequest {
+  readonly #incoming: IncomingMessage;
+  readonly #response: ServerResponse;
+  readonly #outer: AbortSignal | undefined;
+  readonly #method: string;
+  readonly #url: string;
+  #headers: NodeHeaders | undefined;
+  #signal: AbortSignal | undefined;
+  #real: Request | undefined;
+
+  constructor(
+    incoming: IncomingMessage,
+    response: ServerResponse,
+    method: string,
+    url: string,
+    outer: AbortSignal | undefined,
+  ) {
+    this.#incoming = incoming;
+    this.#response = response;
+    this.#method = method;
+    this.#url = url;
+    this.#outer = outer;
+  }
+
+  get method(): string {
+    return this.#method;
+  }
+
+  get url(): string {
+    return this.#url;
+  }
+
+  get headers(): Headers {
+    this.#headers ??= new NodeHeaders(this.#incoming, this.#real?.headers);
+    return this.#headers as unknown as Headers;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#signal === undefined) {
+      const options: ToWebRequestOptions = { response: this.#response };
+      if (this.#outer !== undefined) options.signal = this.#outer;
+      this.#signal = requestSignal(this.#incoming, options).signal;
+    }
+    return this.#signal;
+  }
+
+  get body(): ReadableStream<Uint8Array> | null {
+    if (this.#real === undefined && (this.#method === 'GET' || this.#method === 'HEAD')) return null;
+    return NodeRequest.#build(this).body;
+  }
+
+  get bodyUsed(): boolean {
+    return this.#real?.bodyUsed ?? false;
+  }
+
+  /** Node's own `Request` for this one, built once, with the same headers, signal and body. */
+  static #build(request: NodeRequest): Request {
+    if (request.#real !== undefined) return request.#real;
+    const headers =
+      request.#headers === undefined
+        ? requestHeaders(request.#incoming)
+        : materialiseHeaders(request.#headers);
+    const init: RequestInit & { duplex?: 'half' } = {
+      method: request.#method,
+      headers,
+      signal: request.signal,
+    };
+    if (request.#method !== 'GET' && request.#method !== 'HEAD') {
+      const body = requestBody(request.#incoming, headers, request.#response);
+      if (body !== null) {
+        init.body = body;
+        init.duplex = 'half';
+      }
+    }
+    const real = new Request(request.#url, init);
+    request.#real = real;
+    // From now on, changes to the headers are the real request's.
+    if (request.#headers !== undefined) followHeaders(request.#headers, real.headers);
+    return real;
+  }
+
+  static {
+    buildRequest = (request) => NodeRequest.#build(request);
+  }
+
+  [inspectSymbol](depth: number, options: object, inspect: (value: unknown, options: object) => string) {
+    const shown = { method: this.#method, url: this.#url, headers: this.headers };
+    return `Request ${inspect(shown, { ...options, depth })}`;
+  }
+}
+Object.setPrototypeOf(NodeRequest.prototype, Request.prototype);
+delegateMissing(NodeRequest.prototype, Request.prototype, (request: NodeRequest) => buildRequest(request));
+// Node 20 and 22 (undici 6) read a Request given to `fetch()` or `new Request()` through symbols on
+// the instance: answered from the real one, a lazy request works there too. Later versions keep that
+// state in private fields, which no other object can answer (see createNodeListener).
+for (const key of Object.getOwnPropertySymbols(new Request('http://localhost/'))) {
+  Object.defineProperty(NodeRequest.prototype, key, {
+    configurable: true,
+    get(this: NodeRequest) {
+      return Reflect.get(buildRequest(this), key);
+    },
+  });
+}
+
+/** The lazy request of {@link createNodeListener}; throws `TypeError` for a method or URL Fetch refuses. */
+function lazyRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  origin: string | undefined,
+  trustProxy: boolean,
+  outer: AbortSignal | undefined,
+): Request {
+  const method = fetchMethod(req.method, 'createNodeListener');
+  const request = new NodeRequest(req, res, method, requestUrl(req, origin, trustProxy), outer);
+  // A middleware (body-parser) already read the body and changes the headers that describe it:
+  // built now, so the headers read the same before and after.
+  if (method !== 'GET' && method !== 'HEAD' && (req.readableDidRead || req.readableEnded)) {
+    buildRequest(request);
+  }
+  return request as unknown as Request;
+}
+
+/** The method as Fetch keeps it (six common ones upper-cased); `TypeError` for one it refuses. */
+function fetchMethod(method: string | undefined, caller: string): string {
+  switch (method) {
+    case undefined:
+      return 'GET';
+    case 'GET':
+    case 'HEAD':
+    case 'POST':
+    case 'PUT':
+    case 'PATCH':
+    case 'DELETE':
+    case 'OPTIONS':
+      return method;
+  }
+  const upper = method.toUpperCase();
+  if (FORBIDDEN_METHODS.has(upper) || !TOKEN.test(method)) {
+    throw new TypeError(`${caller}: the ${method} method cannot be represented as a Fetch Request`);
+  }
+  return NORMALIZED_METHODS.has(upper) ? upper : method;
+}
 function normalizeOrigin(origin: string): string {
   let url: URL;
   try {
@@ -353,12 +898,9 @@ function normalizeOrigin(origin: string): string {
   return url.origin;
 }
 
-function requestUrl(req: IncomingMessage, options: NodeRequestOptions): string {
-  // Whatever the target looks like, it is a path on an origin chosen here, never by the target.
-  const target = req.url ?? '/';
-  // A raw '#' is not valid in a target (RFC 9112 §3.2); kept as data, it cannot start a fragment.
-  const path = (target.startsWith('/') ? target : `/${target}`).replaceAll('#', '%23');
-  if (options.origin !== undefined) return new URL(`${normalizeOrigin(options.origin)}${path}`).href;
+/** The request's URL: `origin` (normalised) or the scheme and host the request says, then its target. */
+function requestUrl(req: IncomingMessage, origin: string | undefined, trustProxy: boolean): string {
+  if (origin !== undefined) return joinUrl(origin, req.url ?? '/');
 
   const socket: unknown = req.socket;
   let scheme =
@@ -366,15 +908,41 @@ function requestUrl(req: IncomingMessage, options: NodeRequestOptions): string {
       ? 'https'
       : 'http';
   let host = singleHeader(req, 'host') ?? singleHeader(req, ':authority');
-  host = host === undefined ? undefined : parseHost(host);
-  if (options.trustProxy) {
+  host = host === undefined ? undefined : knownHost(host);
+  if (trustProxy) {
     const proto = firstListValue(req, 'x-forwarded-proto')?.toLowerCase();
     if (proto === 'http' || proto === 'https') scheme = proto;
     const forwardedHost = firstListValue(req, 'x-forwarded-host');
-    const parsed = forwardedHost === undefined ? undefined : parseHost(forwardedHost);
+    const parsed = forwardedHost === undefined ? undefined : knownHost(forwardedHost);
     if (parsed !== undefined) host = parsed;
   }
-  return new URL(`${scheme}://${host ?? 'localhost'}${path}`).href;
+  return joinUrl(`${scheme}://${host ?? 'localhost'}`, req.url ?? '/');
+}
+
+/**
+ * `base` (a serialised origin) + the request target, as the URL parser would write it. Whatever the
+ * target looks like, it is a path on that origin, never chosen by the target.
+ */
+function joinUrl(base: string, target: string): string {
+  // The common target is already what the parser would write: no parse needed.
+  if (VERBATIM_TARGET.test(target) && !DOT_SEGMENT.test(target)) return `${base}${target}`;
+  // A raw '#' is not valid in a target (RFC 9112 §3.2); kept as data, it cannot start a fragment.
+  const path = (target.startsWith('/') ? target : `/${target}`).replaceAll('#', '%23');
+  return new URL(`${base}${path}`).href;
+}
+
+/** Hosts seen lately, parsed: a server sees few, and parsing one is a URL parse. */
+const hostCache = new Map<string, string | undefined>();
+const HOST_CACHE_SIZE = 64;
+
+/** {@link parseHost}, remembered. */
+function knownHost(value: string): string | undefined {
+  if (hostCache.has(value)) return hostCache.get(value);
+  const host = parseHost(value);
+  // Any client can send any Host: the cache is bounded, and simply starts over when full.
+  if (hostCache.size >= HOST_CACHE_SIZE) hostCache.clear();
+  hostCache.set(value, host);
+  return host;
 }
 
 /** A valid `hostname[:port]`, normalised (lower case, default port dropped), or `undefined`. */
@@ -398,22 +966,52 @@ function parseAddress(entry: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The value `Headers#get(name)` would give for the request's header `name` (lower case): every
+ * line of it, trimmed and joined with ", " ("; " for cookies), or null.
+ */
+function joinedHeader(req: IncomingMessage, name: string): string | null {
+  const raw = req.rawHeaders ?? [];
+  let joined: string | null = null;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const key = raw[i]!;
+    if (key.length !== name.length || key.toLowerCase() !== name) continue;
+    const value = trimWhitespace(raw[i + 1]!);
+    // RFC 9113 §8.2.3: several cookie fields are joined with "; ", not ", ".
+    joined = joined === null ? value : `${joined}${name === 'cookie' ? '; ' : ', '}${value}`;
+  }
+  return joined;
+}
+
+/** Fetch's header value normalisation: no leading or trailing tab, space, CR or LF. */
+function trimWhitespace(value: string): string {
+  const last = value.length - 1;
+  if (last < 0 || (value.charCodeAt(0) > 0x20 && value.charCodeAt(last) > 0x20)) return value;
+  return value.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '');
+}
+
+/** Every received value of a header (lower-case name), in order. */
+function headerValues(req: IncomingMessage, name: string): string[] {
+  const raw = req.rawHeaders ?? [];
+  const values: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const key = raw[i]!;
+    if (key.length === name.length && key.toLowerCase() === name) values.push(raw[i + 1]!);
+  }
+  return values;
+}
+
 /** Every received value of each header, in order, keyed by lower-case name. */
-function distinctHeaders(req: IncomingMessage): Record<string, string[]> {
-  if (req.headersDistinct !== undefined) return req.headersDistinct as Record<string, string[]>;
-  const headers: Record<string, string[]> = {};
+function distinctHeaders(req: IncomingMessage): Map<string, string[]> {
+  const headers = new Map<string, string[]>();
   const raw = req.rawHeaders ?? [];
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!.toLowerCase();
-    const values = headers[name] ?? [];
-    values.push(raw[i + 1]!);
-    headers[name] = values;
+    const values = headers.get(name);
+    if (values === undefined) headers.set(name, [raw[i + 1]!]);
+    else values.push(raw[i + 1]!);
   }
   return headers;
-}
-
-function headerValues(req: IncomingMessage, name: string): string[] {
-  return distinctHeaders(req)[name] ?? [];
 }
 
 /** A header that must appear once; sent several times, it is ambiguous and ignored. */
@@ -430,8 +1028,8 @@ function firstListValue(req: IncomingMessage, name: string): string | undefined 
 
 function requestHeaders(req: IncomingMessage): Headers {
   const headers = new Headers();
-  for (const [name, values] of Object.entries(distinctHeaders(req))) {
-    if (name.startsWith(':') || values.length === 0) continue;
+  for (const [name, values] of distinctHeaders(req)) {
+    if (name.startsWith(':')) continue;
     try {
       if (name === 'set-cookie') for (const value of values) headers.append(name, value);
       // RFC 9113 §8.2.3: several cookie fields are joined with "; ", not ", ".

@@ -11,6 +11,7 @@ import {
   clientAddress,
   createNodeListener,
   type FetchHandler,
+  LightResponse,
   type NodeListenerOptions,
   sendWebResponse,
   toWebRequest,
@@ -618,8 +619,34 @@ describe('sendWebResponse', () => {
     expect(sent.statusMessage).toBe('Short And Stout');
     expect(sent.headers['x-multi']).toBe('a, b');
     expect(sent.headers['cache-control']).toBe('no-store');
-    expect(sent.headers['transfer-encoding']).toBe('chunked');
+    // Framing is Node's: a body ready whole goes with its length, never with the response's "gzip".
+    expect(sent.headers['transfer-encoding']).toBeUndefined();
+    expect(sent.headers['content-length']).toBe('15');
     expect(sent.body.toString()).toBe('short and stout');
+  });
+
+  it('frames a stream of several chunks itself (chunked), whatever Transfer-Encoding the response says', async () => {
+    const { port } = await serve(
+      createNodeListener(() => {
+        const parts = ['one ', 'two ', 'three'];
+        return new Response(
+          new ReadableStream<Uint8Array>({
+            async pull(controller) {
+              // Each chunk a macrotask later: not a body that is ready whole.
+              await new Promise((resolve) => setImmediate(resolve));
+              const part = parts.shift();
+              if (part === undefined) controller.close();
+              else controller.enqueue(new TextEncoder().encode(part));
+            },
+          }),
+          { headers: { 'transfer-encoding': 'gzip' } },
+        );
+      }),
+    );
+    const sent = await send(port);
+    expect(sent.headers['transfer-encoding']).toBe('chunked');
+    expect(sent.headers['content-length']).toBeUndefined();
+    expect(sent.body.toString()).toBe('one two three');
   });
 
   it('answers HEAD with the headers, content-length included, and no body', async () => {
@@ -960,6 +987,315 @@ describe('createNodeListener', () => {
       expect(sent.body.toString()).toBe('Method Not Allowed');
     }
     expect(called).toBe(false);
+  });
+});
+
+describe('createNodeListener: the lazy request', () => {
+  /** Counts what Node's Request, Headers and AbortController build while `run` runs. */
+  async function counting<T>(run: () => Promise<T>): Promise<{ result: T; built: Record<string, number> }> {
+    const built = { Request: 0, Headers: 0, AbortController: 0 };
+    class CountedRequest extends Request {
+      constructor(...args: ConstructorParameters<typeof Request>) {
+        super(...args);
+        built.Request++;
+      }
+    }
+    class CountedHeaders extends Headers {
+      constructor(...args: ConstructorParameters<typeof Headers>) {
+        super(...args);
+        built.Headers++;
+      }
+    }
+    class CountedAbortController extends AbortController {
+      constructor() {
+        super();
+        built.AbortController++;
+      }
+    }
+    vi.stubGlobal('Request', CountedRequest);
+    vi.stubGlobal('Headers', CountedHeaders);
+    vi.stubGlobal('AbortController', CountedAbortController);
+    try {
+      return { result: await run(), built };
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  }
+
+  it('builds no Request, Headers or AbortSignal for a handler that reads the URL, method and one header', async () => {
+    const { port } = await serve(
+      createNodeListener((request) => {
+        const path = new URL(request.url).pathname;
+        const cookie = request.headers.get('cookie');
+        if (path === '/auth/login' || !request.headers.has('cookie')) return null;
+        return LightResponse.json({ method: request.method, path, cookie });
+      }),
+    );
+    const lean = await counting(() =>
+      send(port, { path: '/me?x=1', headers: ['Cookie', 'labgate=abc.def', 'Cookie', 'theme=dark'] }),
+    );
+    expect(JSON.parse(lean.result.body.toString())).toEqual({
+      method: 'GET',
+      path: '/me',
+      cookie: 'labgate=abc.def; theme=dark',
+    });
+    expect(lean.built).toEqual({ Request: 0, Headers: 0, AbortController: 0 });
+
+    // The counters see what a handler that reads more makes (so the zeros above mean something).
+    const { port: fuller } = await serve(
+      createNodeListener(async (request) => {
+        request.signal.throwIfAborted();
+        return new Response(`${[...request.headers].length} ${await request.text()}`);
+      }),
+    );
+    const full = await counting(() => send(fuller, { method: 'POST', body: 'hello' }));
+    expect(full.result.body.toString()).toMatch(/^\d+ hello$/);
+    expect(full.built.Request).toBeGreaterThanOrEqual(1);
+    expect(full.built.Headers).toBeGreaterThanOrEqual(1);
+    expect(full.built.AbortController).toBeGreaterThanOrEqual(1);
+  });
+
+  it('is instanceof Request, with headers instanceof Headers that read as Headers do', async () => {
+    const seen = deferred<Record<string, unknown>>();
+    const { port } = await serve(
+      createNodeListener((request) => {
+        const headers = request.headers;
+        let refused: unknown;
+        try {
+          headers.get('bad name');
+        } catch (error) {
+          refused = error;
+        }
+        const read = {
+          request: request instanceof Request,
+          tag: Object.prototype.toString.call(request),
+          headers: headers instanceof Headers,
+          same: request.headers === headers,
+          accept: headers.get('ACCEPT'),
+          custom: headers.get('x-custom'),
+          padded: headers.get('x-padded'),
+          missing: headers.get('x-missing'),
+          has: [headers.has('X-Custom'), headers.has('x-missing')],
+          refused: refused instanceof TypeError,
+          body: request.body,
+          bodyUsed: request.bodyUsed,
+          entries: [...headers].filter(([name]) => name.startsWith('x-')),
+        };
+        headers.set('x-added', '1');
+        seen.resolve({ ...read, afterSet: headers.get('x-added') });
+        return new Response('ok');
+      }),
+    );
+    await send(port, {
+      headers: [
+        'Accept',
+        'text/html',
+        'accept',
+        'application/json',
+        'X-Custom',
+        '1',
+        'x-custom',
+        '2',
+        'X-Padded',
+        ' v ',
+      ],
+    });
+    expect(await seen.promise).toEqual({
+      request: true,
+      tag: '[object Request]',
+      headers: true,
+      same: true,
+      accept: 'text/html, application/json',
+      custom: '1, 2',
+      padded: 'v',
+      missing: null,
+      has: [true, false],
+      refused: true,
+      body: null,
+      bodyUsed: false,
+      entries: [
+        ['x-custom', '1, 2'],
+        ['x-padded', 'v'],
+      ],
+      afterSet: '1',
+    });
+  });
+
+  it('gives the body and the signal when read late, and copies into new Request(url, request)', async () => {
+    const outcome = deferred<Record<string, unknown>>();
+    const { port } = await serve(
+      createNodeListener(async (request) => {
+        // Read after other work: the body waited in Node's stream.
+        await new Promise((resolve) => setImmediate(resolve));
+        const clone = request.clone();
+        const copy = new Request(request.url, request);
+        outcome.resolve({
+          copy: [copy.method, copy.url, copy.headers.get('x-trace'), await copy.text()],
+          clone: clone instanceof Request ? await clone.text() : 'not a Request',
+          used: request.bodyUsed,
+          aborted: request.signal.aborted,
+        });
+        return new Response('ok');
+      }),
+    );
+    const sent = await send(port, {
+      method: 'PUT',
+      path: '/p?q=1',
+      headers: ['X-Trace', 't1'],
+      body: 'payload',
+    });
+    expect(sent.body.toString()).toBe('ok');
+    expect(await outcome.promise).toEqual({
+      copy: ['PUT', `http://127.0.0.1:${port}/p?q=1`, 't1', 'payload'],
+      clone: 'payload',
+      used: true,
+      aborted: false,
+    });
+  });
+
+  it('gives an aborted signal when first read after the client left', async () => {
+    const entered = deferred();
+    const left = deferred();
+    const outcome = deferred<{ aborted: boolean; name: string }>();
+    const listener = createNodeListener(async (request) => {
+      entered.resolve();
+      await left.promise;
+      outcome.resolve({ aborted: request.signal.aborted, name: (request.signal.reason as Error).name });
+      return new Response('too late');
+    });
+    const { port } = await serve((req, res) => {
+      res.once('close', () => left.resolve());
+      listener(req, res);
+    });
+    const client = http.get({ host: '127.0.0.1', port, path: '/slow', agent: false });
+    client.on('error', () => {});
+    await entered.promise;
+    client.destroy();
+    expect(await outcome.promise).toEqual({ aborted: true, name: 'AbortError' });
+  });
+
+  it('writes URLs exactly as the URL parser does, whatever the target', async () => {
+    const { port } = await echoServer();
+    for (const path of [
+      '/plain/path?x=1&y=two',
+      '/',
+      '/?',
+      '/a/./b/../c',
+      '/a/%2e%2E/b',
+      "/q?name='quoted'",
+      '/pct%20ok/%zz?a=%2F',
+      '/a|b{c}^d`e',
+      '/a\\b',
+      '/caf%C3%A9',
+    ]) {
+      const result = await echoed(port, { path });
+      expect(result.url).toBe(new URL(`http://127.0.0.1:${port}${path}`).href);
+    }
+  });
+
+  it('rebuilds a body a middleware already parsed, with headers that describe the rebuilt body', async () => {
+    const listener = createNodeListener(echo);
+    const { url } = await serve(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      (req as IncomingMessage & { body?: unknown }).body = JSON.parse(Buffer.concat(chunks).toString());
+      listener(req, res);
+    });
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-length': '20' },
+      body: '{ "a" : [1,   2] }  ',
+    });
+    const result = (await response.json()) as Echo;
+    expect(JSON.parse(result.body)).toEqual({ a: [1, 2] });
+    expect(header(result, 'content-length')).toBe(String(Buffer.byteLength(result.body)));
+  });
+});
+
+describe('LightResponse', () => {
+  it('is a Response: instanceof, status, headers, body readers, clone', async () => {
+    const response = LightResponse.json({ a: 1 }, { status: 201, headers: { 'x-one': '1' } });
+    expect(response).toBeInstanceOf(Response);
+    expect(Object.prototype.toString.call(response)).toBe('[object Response]');
+    expect([response.status, response.ok, response.statusText, response.type, response.redirected]).toEqual([
+      201,
+      true,
+      '',
+      'default',
+      false,
+    ]);
+    expect(response.headers).toBeInstanceOf(Headers);
+    expect(response.headers.get('content-type')).toBe('application/json');
+    expect(response.headers.get('x-one')).toBe('1');
+    expect(await response.clone().json()).toEqual({ a: 1 });
+    expect(await response.text()).toBe('{"a":1}');
+    expect(response.bodyUsed).toBe(true);
+
+    expect(new LightResponse('hi').headers.get('content-type')).toBe('text/plain;charset=UTF-8');
+    expect(new LightResponse(new Uint8Array([1, 2])).headers.has('content-type')).toBe(false);
+    expect(
+      LightResponse.json('x', { headers: { 'content-type': 'application/ld+json' } }).headers.get(
+        'content-type',
+      ),
+    ).toBe('application/ld+json');
+    expect(LightResponse.redirect('https://example.com/next', 303).headers.get('location')).toBe(
+      'https://example.com/next',
+    );
+    const streamed = new LightResponse(new Blob(['blob body']));
+    expect(await streamed.text()).toBe('blob body');
+  });
+
+  it('refuses what Response refuses, with the same errors', () => {
+    expect(() => new LightResponse('x', { status: 99 })).toThrow(RangeError);
+    expect(() => new LightResponse('x', { status: 204 })).toThrow(TypeError);
+    expect(() => new LightResponse('x', { statusText: 'bad\nline' })).toThrow(TypeError);
+    expect(() => new LightResponse('x', { headers: { 'bad name': 'v' } })).toThrow(TypeError);
+    expect(() => LightResponse.json(undefined)).toThrow(TypeError);
+    expect(() => LightResponse.redirect('https://example.com/', 200)).toThrow(RangeError);
+    expect(() => LightResponse.redirect('/relative')).toThrow(TypeError);
+  });
+
+  it('is written at once with a Content-Length, also for HEAD, with every Set-Cookie and header changed late', async () => {
+    const bytes = new Uint8Array([0, 1, 2, 250]);
+    const { port } = await serve(
+      createNodeListener((request) => {
+        const path = new URL(request.url).pathname;
+        if (path === '/bytes')
+          return new LightResponse(bytes, { headers: { 'content-type': 'application/octet-stream' } });
+        if (path === '/empty') return new LightResponse(null, { status: 204, statusText: 'Nothing Here' });
+        const response = LightResponse.json({ greeting: 'héllo' });
+        response.headers.append('set-cookie', 'a=1; Path=/');
+        response.headers.append('set-cookie', 'b=2; Path=/');
+        return response;
+      }),
+    );
+    const json = await send(port, { path: '/json' });
+    expect(json.headers['content-type']).toBe('application/json');
+    expect(json.headers['content-length']).toBe(String(Buffer.byteLength('{"greeting":"héllo"}')));
+    expect(json.headers['transfer-encoding']).toBeUndefined();
+    expect(json.headers['set-cookie']).toEqual(['a=1; Path=/', 'b=2; Path=/']);
+    expect(JSON.parse(json.body.toString())).toEqual({ greeting: 'héllo' });
+
+    const head = await exchangeRaw(
+      port,
+      'HEAD /json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n',
+    );
+    expect(head).toMatch(/\r\ncontent-length: 21\r\n/i);
+    expect(head.endsWith('\r\n\r\n')).toBe(true);
+
+    const sentBytes = await send(port, { path: '/bytes' });
+    expect([...sentBytes.body]).toEqual([...bytes]);
+    expect(sentBytes.headers['content-length']).toBe('4');
+
+    const empty = await send(port, { path: '/empty' });
+    expect([empty.status, empty.statusMessage, empty.body.byteLength]).toEqual([204, 'Nothing Here', 0]);
+  });
+
+  it('keeps the bytes it was given, as Response does', async () => {
+    const bytes = new Uint8Array([1, 2, 3]);
+    const response = new LightResponse(bytes);
+    bytes[0] = 9;
+    expect([...new Uint8Array(await response.arrayBuffer())]).toEqual([1, 2, 3]);
   });
 });
 
