@@ -38,7 +38,7 @@
  *                the load (shapeMountedUsed)
  *   --labgate-parts  labgate's prefix form taken apart, each in a signed-in labgate process: /me behind a
  *                guard that only checks for a Cookie header (labgateProcess), a guard that looks the
- *                session up with getCachedSession and sets nothing (labgateLookup), the lookup in the
+ *                session up with sessionOf and sets nothing (labgateLookup), the lookup in the
  *                handler, which answers from the session's user (labgateLookupHandler)
  *   --simulate-cache  with --instructions: callgrind also simulates the caches and branch predictors and
  *                the table adds misses per request (what costs time without costing instructions)
@@ -213,7 +213,7 @@ const LABGATE_PARTS = [
   {
     key: 'labgateLookup',
     mount: 'lookup',
-    label: 'the same, the guard looks the session up (`getCachedSession`) and sets nothing',
+    label: 'the same, the guard looks the session up (`sessionOf`) and sets nothing',
   },
   {
     key: 'labgateLookupHandler',

@@ -144,7 +144,7 @@ if (callback.status !== 303)
   fail(`/auth/callback answered ${callback.status}: ${callback.body.slice(0, 300)}`);
 const cookie = browser.jar.cookies('127.0.0.1').find((c) => c.name === 'labgate');
 if (!cookie) fail('no session cookie after the callback');
-const session = await labgate.getSessionFromCookies(`labgate=${cookie.value}`);
+const session = await labgate.sessionOf(`labgate=${cookie.value}`);
 if (!session) fail('the session cookie is no session');
 const token = await labgate.getAccessToken(session);
 const record = await memory.getSession(session.id);

@@ -31,9 +31,9 @@ const app = express();
 const mount = process.env.BENCH_MOUNT;
 /** The session of a request (cached, or from the store), as labgate's guards find it. */
 const lookUp = (req, then) => {
-  const known = auth.getCachedSession(req.headers.cookie);
-  if (known !== undefined) then(known);
-  else auth.getSessionFromCookies(req.headers.cookie).then(then);
+  const found = auth.sessionOf(req.headers.cookie);
+  if (found instanceof Promise) found.then(then);
+  else then(found);
 };
 // api: true: a request without a session gets 401 JSON whatever its Accept header (wrk sends none).
 if (mount === 'process' || mount === 'lookup' || mount === 'lookup-handler') {

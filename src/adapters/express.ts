@@ -17,7 +17,8 @@
  */
 import { IncomingMessage, type ServerResponse } from 'node:http';
 import {
-  accessFailureText,
+  type Guard,
+  type GuardRule,
   type Labgate,
   LabgateError,
   normalisePolicy,
@@ -73,10 +74,6 @@ class Context implements LabgateContext {
       ? this.labgate.getAccessToken(this.session)
       : Promise.reject(new TypeError('labgate: no signed-in user on this request'));
   }
-}
-
-function context(auth: Labgate, session: Session | null): LabgateContext {
-  return new Context(auth, session);
 }
 
 // Where `req.labgate` lives. Express gives each request a new prototype
@@ -164,32 +161,30 @@ function webRequest(
 }
 
 /**
- * Sets `req.labgate` at once when the cookie alone tells (a session verified moments ago, or no
- * session cookie: the common request) and returns it; undefined when only the store can tell
- * ({@link attachFromStore}).
+ * Finds the request's session, sets `req.labgate` and calls `then` with it: at once when the cookie
+ * alone tells (no session cookie, or one verified moments ago: the common request), after the store
+ * answered otherwise. When the store is down it answers as labgate's routes do (503 with a page).
  */
-function attachCached(auth: Labgate, req: ExpressRequest): LabgateContext | undefined {
-  const known = auth.getCachedSession(req.headers.cookie);
-  return known === undefined ? undefined : setContext(req, context(auth, known));
-}
-
-/**
- * Looks up the request's session in the store, sets `req.labgate` and calls `then()`. When the store
- * is down it answers as labgate's routes do (503 with a page).
- */
-function attachFromStore(
+function attach(
   auth: Labgate,
   req: ExpressRequest,
   res: ServerResponse,
-  options: ExpressOptions,
   then: (ctx: LabgateContext) => void,
   fail: Next,
 ): void {
-  auth.getSessionFromCookies(req.headers.cookie).then(
-    (session) => then(setContext(req, context(auth, session))),
+  const found = auth.sessionOf(req.headers.cookie);
+  if (!(found instanceof Promise)) {
+    then(setContext(req, new Context(auth, found)));
+    return;
+  }
+  found.then(
+    (session) => then(setContext(req, new Context(auth, session))),
     (error: unknown) => {
       // Never a stack trace: the same page labgate's routes give when the store is unreachable.
-      sendWebResponse(res, auth.errorResponse(error, webRequest(auth, req, res, options))).catch(fail);
+      const request = new Request(`${auth.options.origin}/`, {
+        headers: { accept: req.headers.accept ?? '' },
+      });
+      sendWebResponse(res, auth.errorResponse(error, request)).catch(fail);
     },
   );
 }
@@ -223,8 +218,7 @@ export function labgate(auth: Labgate, options: ExpressOptions = {}): Middleware
         .catch(next);
       return;
     }
-    if (attachCached(auth, req)) next();
-    else attachFromStore(auth, req, res, options, () => next(), next);
+    attach(auth, req, res, () => next(), next);
   };
 }
 
@@ -257,7 +251,7 @@ async function unconvertible(
 
 /** Options of {@link requireUser}. */
 export interface RequireUserOptions {
-  /** Answer 401 JSON instead of redirecting browsers to sign-in (for APIs). Default: by `Accept`. */
+  /** Answer 401 JSON instead of redirecting browsers to sign in (for APIs). Default: by the request. */
   api?: boolean;
 }
 
@@ -266,27 +260,59 @@ function isLabgate(value: unknown): value is Labgate {
     typeof value === 'object' &&
     value !== null &&
     typeof (value as Labgate).handle === 'function' &&
-    typeof (value as Labgate).getCachedSession === 'function'
+    typeof (value as Labgate).guard === 'function'
   );
 }
 
-/** A guard's arguments: an optional labgate instance, then its options. */
-function guardArguments(
+/**
+ * Express middleware around a core guard (the rules are the core's: `Labgate.guard`). With the
+ * instance it looks the session up itself; without, it needs `app.use(labgate(auth))` before it. The
+ * guard is compiled once per instance.
+ */
+function guarded(
+  rule: GuardRule,
   first: Labgate | RequireUserOptions | undefined,
   second: RequireUserOptions | undefined,
-): { auth: Labgate | undefined; options: RequireUserOptions } {
-  return isLabgate(first)
-    ? { auth: first, options: second ?? {} }
-    : { auth: undefined, options: first ?? {} };
-}
-
-function wantsHtml(req: IncomingMessage): boolean {
-  const accept = req.headers.accept ?? '';
-  return (
-    (req.method === 'GET' || req.method === 'HEAD') &&
-    (accept.includes('text/html') || accept === '' || accept === '*/*') &&
-    !accept.includes('application/json')
-  );
+): Middleware {
+  const given = isLabgate(first) ? first : undefined;
+  const options = (isLabgate(first) ? second : first) ?? {};
+  const full: GuardRule = options.api === undefined ? rule : { ...rule, api: options.api };
+  const compiled = new WeakMap<Labgate, Guard>();
+  const guardOf = (auth: Labgate) => {
+    let guard = compiled.get(auth);
+    if (!guard) {
+      guard = auth.guard(full);
+      compiled.set(auth, guard);
+    }
+    return guard;
+  };
+  // A bad rule is a mistake in the app: with the instance, refuse it when the route is declared.
+  if (given) guardOf(given);
+  else if (rule.access !== undefined)
+    normalisePolicy(typeof rule.access === 'string' ? { allow: [rule.access] } : rule.access);
+  return (req, res, next) => {
+    const check = (ctx: LabgateContext) => {
+      const outcome = guardOf(ctx.labgate).check({
+        method: req.method ?? 'GET',
+        target: (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/',
+        accept: req.headers.accept,
+        secFetchMode: req.headers['sec-fetch-mode'] as string | undefined,
+        session: ctx.session,
+      });
+      if (outcome === null) next();
+      else if (outcome instanceof Response) sendWebResponse(res, outcome).catch(next);
+      else outcome.then((answer) => (answer ? sendWebResponse(res, answer) : next())).catch(next);
+    };
+    const ctx = attached(req);
+    if (ctx) check(ctx);
+    else if (given) attach(given, req, res, check, next);
+    else
+      next(
+        new TypeError(
+          'labgate: a guard needs app.use(labgate(auth)) before it, or the instance: requireUser(auth)',
+        ),
+      );
+  };
 }
 
 /**
@@ -305,73 +331,7 @@ function wantsHtml(req: IncomingMessage): boolean {
 export function requireUser(auth?: Labgate, options?: RequireUserOptions): Middleware;
 export function requireUser(options?: RequireUserOptions): Middleware;
 export function requireUser(first?: Labgate | RequireUserOptions, second?: RequireUserOptions): Middleware {
-  return signedIn(first, second, (_req, _res, next) => next());
-}
-
-/** What a guard does with a signed-in request, given its context. */
-type Admitted = (req: ExpressRequest, res: ServerResponse, next: Next, ctx: LabgateContext) => void;
-
-/**
- * The guards' common part: finds the request's context (set by {@link labgate}, or looked up with
- * the instance), sends signed-out users to sign in (or answers 401), and hands the others to `then`.
- */
-function signedIn(
-  first: Labgate | RequireUserOptions | undefined,
-  second: RequireUserOptions | undefined,
-  then: Admitted,
-): Middleware {
-  const { auth, options } = guardArguments(first, second);
-  return (req, res, next) => {
-    const ctx = attached(req) ?? (auth && attachCached(auth, req));
-    if (ctx) admit(req, res, next, ctx, options, then);
-    else if (!auth)
-      next(
-        new TypeError('labgate: requireUser() needs app.use(labgate(auth)) before it, or requireUser(auth)'),
-      );
-    else attachFromStore(auth, req, res, {}, (found) => admit(req, res, next, found, options, then), next);
-  };
-}
-
-/** A guard's decision, once the request's context is known: `then` for a signed-in user. */
-function admit(
-  req: ExpressRequest,
-  res: ServerResponse,
-  next: Next,
-  ctx: LabgateContext,
-  options: RequireUserOptions,
-  then: Admitted,
-): void {
-  if (ctx.user) {
-    then(req, res, next, ctx);
-    return;
-  }
-  const original = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
-  if (!options.api && wantsHtml(req)) {
-    res.statusCode = 302;
-    res.setHeader('location', ctx.labgate.signInUrl(original));
-    res.setHeader('cache-control', 'no-store');
-    res.end();
-    return;
-  }
-  const body = JSON.stringify({ error: 'session_required', message: 'Sign-in required' });
-  res.statusCode = 401;
-  res.setHeader('content-type', 'application/json; charset=utf-8');
-  res.setHeader('www-authenticate', 'Cookie realm="labgate"');
-  res.setHeader('cache-control', 'no-store');
-  res.end(body);
-}
-
-function refuse(req: IncomingMessage, res: ServerResponse, auth: Labgate, detail: string): void {
-  const error = new LabgateError('access_forbidden', `access refused: ${detail}`, { detail });
-  sendWebResponse(
-    res,
-    auth.errorResponse(
-      error,
-      new Request(`${auth.options.origin}${req.url ?? '/'}`, {
-        headers: { accept: req.headers.accept ?? '' },
-      }),
-    ),
-  ).catch(() => res.destroy());
+  return guarded({}, first, second);
 }
 
 /**
@@ -386,10 +346,7 @@ export function requireRole(
   first?: Labgate | RequireUserOptions,
   second?: RequireUserOptions,
 ): Middleware {
-  return signedIn(first, second, (req, res, next, ctx) => {
-    if (ctx.user!.roles.includes(role)) next();
-    else refuse(req, res, ctx.labgate, `This page needs the role “${role}”.`);
-  });
+  return guarded({ role }, first, second);
 }
 
 /**
@@ -408,20 +365,5 @@ export function requireAccess(
   first?: Labgate | RequireUserOptions,
   second?: RequireUserOptions,
 ): Middleware {
-  // A bad rule is a mistake in the app: refuse it when the route is declared, not on a request.
-  normalisePolicy(typeof policy === 'string' ? { allow: [policy] } : policy);
-  return signedIn(first, second, (req, res, next, ctx) => {
-    ctx.labgate.checkAccess(ctx.session!, policy).then(
-      (decision) => {
-        if (decision.allowed) return next();
-        refuse(req, res, ctx.labgate, accessFailureText(decision.failed));
-      },
-      (failure: unknown) => {
-        sendWebResponse(
-          res,
-          ctx.labgate.errorResponse(failure, new Request(`${ctx.labgate.options.origin}/`)),
-        ).catch(next);
-      },
-    );
-  });
+  return guarded({ access: policy }, first, second);
 }

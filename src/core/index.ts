@@ -41,6 +41,12 @@ export {
   type Query,
   type RequestOptions,
 } from './gitlab.js';
+export type {
+  Guard,
+  GuardOutcome,
+  GuardRequest,
+  GuardRule,
+} from './guards.js';
 export { createLabgate, type Labgate, type TokenCheck } from './labgate.js';
 export {
   isLoopbackHost,

@@ -8,6 +8,7 @@ import {
   accessFailureText,
   type Decision,
   evaluateAccess,
+  type NormalisedPolicy,
   normalisePolicy,
   type Policy,
 } from './access.js';
@@ -16,6 +17,15 @@ import { KeyRing, parseSecrets, randomToken, timingSafeEqual } from './crypto.js
 import { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
 import { Emitter, type LabgateEventHandler, type LabgateEventName, type LabgateEvents } from './events.js';
 import { createGitLabClient, type GitLabClient, type GitLabClientOptions } from './gitlab.js';
+import {
+  type Guard,
+  type GuardOutcome,
+  type GuardRequest,
+  type GuardRule,
+  isNavigation,
+  signInRedirect,
+  signInRequired,
+} from './guards.js';
 import { logText } from './log.js';
 import { fetchAccessFacts, TokenRejected } from './memberships.js';
 import { type LabgateOptions, type ResolvedOptions, resolveOptions } from './options.js';
@@ -55,22 +65,39 @@ export interface Labgate {
   handle(request: Request): Promise<Response | null>;
   /** The session of a request, or null. Never throws for a bad cookie; throws `store_unavailable` when the store is down. */
   getSession(request: Request): Promise<Session | null>;
-  /** The same from a raw `Cookie` header: what adapters call on every request, without building a `Request`. */
-  getSessionFromCookies(cookieHeader: string | null | undefined): Promise<Session | null>;
   /**
-   * The session of a raw `Cookie` header when it is known without I/O: null when there is no session
-   * cookie, the session when it was verified within `sessionCacheTtl` seconds; otherwise undefined,
-   * and then {@link getSessionFromCookies} answers. Adapters call it first, so that the common request
-   * goes on synchronously (no promise, no microtask hop before the app runs).
+   * The session of a raw `Cookie` header, for hosts that do not build a `Request` for every request:
+   * the session (or null) itself when it is known without I/O — no session cookie, or one verified
+   * within `sessionCacheTtl` seconds — so the common request goes on synchronously; otherwise a promise.
+   * Never throws for a bad cookie; rejects with `store_unavailable` when the store is down.
+   * @example
+   * ```ts
+   * const found = labgate.sessionOf(req.headers.cookie);
+   * const session = found instanceof Promise ? await found : found;
+   * ```
    */
-  getCachedSession(cookieHeader: string | null | undefined): Session | null | undefined;
+  sessionOf(cookieHeader: string | null | undefined): Session | null | Promise<Session | null>;
   /**
-   * A GitLab access token for the session, refreshed first when it is about to expire (or always,
-   * with `forceRefresh`, e.g. after GitLab answered 401 `invalid_token`). Refresh is single-flight
-   * in this process and locked across processes through the store. Rejects with `session_required`
-   * (and ends the session) when GitLab refuses the refresh token.
+   * A guard, compiled once (a bad rule throws `TypeError` here, not on a request): signed-out browser
+   * navigations are sent to sign in and back, other signed-out requests get 401 JSON, signed-in users
+   * without the role or the access get 403. What every adapter's `requireUser`, `requireRole` and
+   * `requireAccess` call.
+   * @example
+   * ```ts
+   * const deployers = labgate.guard({ access: 'project:acme/app>=developer' });
+   * const answer = await deployers.check({ method: 'GET', target: '/deploy', accept: 'text/html', session });
+   * if (answer) return answer; // a redirect, a 401 or a 403
+   * ```
    */
-  getAccessToken(session: Session, options?: { forceRefresh?: boolean }): Promise<string>;
+  guard(rule?: GuardRule): Guard;
+  /**
+   * A GitLab access token for the session (the object, or its id), refreshed first when it is about
+   * to expire (or always, with `forceRefresh`, e.g. after GitLab answered 401 `invalid_token`). Refresh
+   * is single-flight in this process and locked across processes through the store. Rejects with
+   * `session_required` (and ends the session) when GitLab refuses the refresh token, or when the
+   * session has ended.
+   */
+  getAccessToken(session: Session | string, options?: { forceRefresh?: boolean }): Promise<string>;
   /**
    * Listens to a lifecycle event; returns a function that stops listening.
    * @example
@@ -83,7 +110,7 @@ export interface Labgate {
    * A GitLab API client acting as the session's user; its token refreshes itself, and a 401 from
    * GitLab triggers one refresh and one retry.
    */
-  gitlab(session: Session): GitLabClient;
+  gitlab(session: Session | string): GitLabClient;
   /**
    * Decides a policy (or one rule) for a session from GitLab, on top of the app-wide policy: what
    * `requireAccess` guards use. Answers are cached per session for `recheckInterval`.
@@ -93,7 +120,7 @@ export interface Labgate {
    * if (!decision.allowed) return forbidden(decision.reasons);
    * ```
    */
-  checkAccess(session: Session, policy: Policy | string): Promise<Decision>;
+  checkAccess(session: Session | string, policy: Policy | string): Promise<Decision>;
   /** Asks GitLab about an access token (`/oauth/token/info`): active, scopes, remaining lifetime. */
   checkToken(accessToken: string): Promise<TokenCheck>;
   /** Spends a refresh token at GitLab and returns the new pair (it rotates: store it at once). */
@@ -101,11 +128,11 @@ export interface Labgate {
   /** Revokes a token at GitLab (either of a pair revokes both). */
   revokeToken(token: string): Promise<void>;
   /** Ends a session (as sign-out does, without revoking the GitLab token). */
-  endSession(session: Session): Promise<void>;
+  endSession(session: Session | string): Promise<void>;
   /** The live sessions of the session's user (ids, creation, expiry; which one is `current`). */
-  listSessions(session: Session): Promise<SessionInfo[]>;
+  listSessions(session: Session | string): Promise<SessionInfo[]>;
   /** Signs the session's user out everywhere: every session ends and every GitLab token is revoked. */
-  signOutEverywhere(session: Session): Promise<void>;
+  signOutEverywhere(session: Session | string): Promise<void>;
   /**
    * The response for an error, as labgate's routes answer it: the status of its code and a page that
    * says what to do (JSON for `Accept: application/json`). Adapters use it so every host answers alike.
@@ -121,9 +148,8 @@ export interface Labgate {
   readonly store: Store;
 }
 
-function wantsJson(request: Request): boolean {
-  const accept = request.headers.get('accept') ?? '';
-  return accept.includes('application/json') && !accept.includes('text/html');
+function wantsJson(accept: string | null | undefined): boolean {
+  return !!accept && accept.includes('application/json') && !accept.includes('text/html');
 }
 
 /**
@@ -174,11 +200,34 @@ export function createLabgate(input: LabgateOptions): Labgate {
       `labgate: a ${name} handler failed: ${error instanceof Error ? error.message : String(error)}`,
     ),
   );
-  const states = new WeakMap<Session, SessionState>();
+  // The states of sessions this process has seen, by id: hosts keep only a session's id (a serialised
+  // session, a server component's copy), and every method takes the id as well as the object.
+  const live = new Map<string, SessionState>();
+  const remember = (state: SessionState) => {
+    if (live.get(state.session.id) === state) return;
+    if (live.size >= 10_000) live.delete(live.keys().next().value!);
+    live.set(state.session.id, state);
+  };
+  /** The state of a session given as the object or its id; `session_required` once it has ended. */
+  async function stateFor(session: Session | string, what: string): Promise<SessionState> {
+    const id = typeof session === 'string' ? session : session?.id;
+    if (typeof id !== 'string') throw new TypeError(`labgate: ${what} takes a session or a session id`);
+    const known = live.get(id);
+    if (known) return known;
+    const loaded = await sessions.byId(id);
+    if (!loaded) throw new LabgateError('session_required', 'the session has ended');
+    remember(loaded);
+    return loaded;
+  }
   const ctx = { options, store, keys, provider };
   const { prefix, logger } = options;
 
   function errorResponse(error: unknown, request: Request, route: string): Response {
+    return errorAnswer(error, request.headers.get('accept'), route);
+  }
+
+  /** The answer to an error, from plain data: what the client accepts and the path it asked for. */
+  function errorAnswer(error: unknown, accept: string | null | undefined, route: string): Response {
     const reference = randomToken(6);
     const failure = isLabgateError(error)
       ? error
@@ -193,7 +242,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const extra: Record<string, string> = { 'x-labgate-reference': reference };
     if (code === 'method_not_allowed') extra['allow'] = allowedMethods(routeOf(route, prefix) ?? '');
     if (code === 'payload_too_large') extra['connection'] = 'close';
-    if (wantsJson(request)) {
+    if (wantsJson(accept)) {
       return Response.json(
         { error: code, message: ERROR_CODES[code].title, reference },
         { status, headers: { ...PAGE_HEADERS, ...extra } },
@@ -308,7 +357,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     if (!ended) throw new LabgateError('not_found', 'no such session of this user');
     const headers: Record<string, string> = { ...PAGE_HEADERS };
     if (id === state.session.id) headers['set-cookie'] = sessions.clearCookie();
-    if (wantsJson(request)) return Response.json({ ended: id }, { headers });
+    if (wantsJson(request.headers.get('accept'))) return Response.json({ ended: id }, { headers });
     return new Response(null, {
       status: 303,
       headers: { ...headers, location: safeReturnTo(fields.get('returnTo'), options.origin) },
@@ -468,7 +517,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
   async function fromCookies(header: string | null | undefined): Promise<Session | null> {
     const state = await sessions.fromCookieHeader(header);
     if (!state) return null;
-    states.set(state.session, state);
+    remember(state);
     if (recheckDue(state) && !(await recheck(state))) return null;
     return state.session;
   }
@@ -482,7 +531,7 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const state = sessions.fromCache(header);
     // Not cached, or its access re-check is due: only getSessionFromCookies can answer.
     if (state === undefined || (state !== null && recheckDue(state))) return undefined;
-    // A cached state was registered in `states` when it was loaded (fromCookies): no write here.
+    // A cached state was remembered when it was loaded (fromCookies): no write here.
     return state === null ? null : state.session;
   }
 
@@ -621,15 +670,31 @@ export function createLabgate(input: LabgateOptions): Labgate {
 
   const guardDecisions = new Map<string, { decision: Decision; at: number }>();
 
-  async function checkAccess(session: Session, input: Policy | string): Promise<Decision> {
-    const state = states.get(session);
-    if (!state) throw new TypeError('labgate: checkAccess takes a session returned by getSession');
-    const policy: Policy = typeof input === 'string' ? { allow: [input], require: [] } : input;
-    const normalised = normalisePolicy(policy);
-    const key = `${session.id} ${JSON.stringify(normalised)}`;
+  /** A policy or one rule, normalised once, with the key its decisions are cached under. */
+  function compile(input: Policy | string): { policy: NormalisedPolicy; key: string } {
+    const policy = normalisePolicy(typeof input === 'string' ? { allow: [input], require: [] } : input);
+    return { policy, key: JSON.stringify(policy) };
+  }
+
+  /** A decision for the session made within the re-check interval, or undefined. */
+  function decided(sessionId: string, compiled: { key: string }): Decision | undefined {
+    const cached = guardDecisions.get(`${sessionId} ${compiled.key}`);
+    return cached && options.now() - cached.at < options.recheckInterval * 1000 ? cached.decision : undefined;
+  }
+
+  async function checkAccess(given: Session | string, input: Policy | string): Promise<Decision> {
+    return decide(await stateFor(given, 'checkAccess'), compile(input));
+  }
+
+  async function decide(
+    state: SessionState,
+    { policy: normalised, key: policyKey }: { policy: NormalisedPolicy; key: string },
+  ): Promise<Decision> {
+    const { session } = state;
+    const key = `${session.id} ${policyKey}`;
     const now = options.now();
-    const cached = guardDecisions.get(key);
-    if (cached && now - cached.at < options.recheckInterval * 1000) return cached.decision;
+    const cached = decided(session.id, { key: policyKey });
+    if (cached) return cached;
     const tokens = await sessions.tokens(state);
     const api = apiFor(({ forceRefresh }) => getAccessToken(session, forceRefresh));
     let facts: AccessFacts;
@@ -659,6 +724,45 @@ export function createLabgate(input: LabgateOptions): Labgate {
     return decision;
   }
 
+  /** A guard compiled once from its rule (see {@link Labgate.guard}). */
+  function guard(rule: GuardRule = {}): Guard {
+    const { role, api = false } = rule;
+    if (role !== undefined && (typeof role !== 'string' || role === ''))
+      throw new TypeError('labgate: a guard role is a non-empty string');
+    // A bad rule is a mistake in the app: refuse it when the guard is made, not on a request.
+    const compiled = rule.access === undefined ? null : compile(rule.access);
+    const forbidden = (detail: string, request: GuardRequest): Response =>
+      errorAnswer(
+        new LabgateError('access_forbidden', `access refused: ${detail}`, { detail }),
+        request.accept,
+        request.target.split('?')[0]!,
+      );
+    return {
+      check(request): GuardOutcome | Promise<GuardOutcome> {
+        const { session } = request;
+        if (!session) {
+          return !api && isNavigation(request) ? signInRedirect(signInUrl(request.target)) : signInRequired();
+        }
+        if (role !== undefined && !session.user.roles.includes(role))
+          return forbidden(`This page needs the role “${role}”.`, request);
+        if (compiled === null) return null;
+        const known = decided(session.id, compiled);
+        if (known) return known.allowed ? null : forbidden(accessFailureText(known.failed), request);
+        return stateFor(session, 'a guard')
+          .then((state) => decide(state, compiled))
+          .then(
+            (decision) => (decision.allowed ? null : forbidden(accessFailureText(decision.failed), request)),
+            (error: unknown) => errorAnswer(error, request.accept, request.target.split('?')[0]!),
+          );
+      },
+    };
+  }
+
+  function signInUrl(returnTo?: string): string {
+    const target = safeReturnTo(returnTo, options.origin, '');
+    return target ? `${prefix}/login?returnTo=${encodeURIComponent(target)}` : `${prefix}/login`;
+  }
+
   /** `POST /auth/webhooks/gitlab`: a membership or user event re-checks the affected user's sessions now. */
   async function webhook(request: Request): Promise<Response> {
     if (!options.webhookSecret) throw new LabgateError('not_found');
@@ -679,25 +783,12 @@ export function createLabgate(input: LabgateOptions): Labgate {
     const server = await provider();
     const userId = await storeCall(() => store.get(`identity-user:${server.issuer} ${gitlabUserId}`));
     if (userId === null) return Response.json({ rechecked: 0 });
-    const records = await storeCall(() => store.listSessions(userId));
+    const records = await sessions.ofUser(userId);
     let ended = 0;
-    for (const record of records) {
-      const state: SessionState = {
-        session: {
-          id: record.id,
-          userId: record.userId,
-          user: record.user,
-          createdAt: record.createdAt,
-          expiresAt: record.expiresAt,
-        },
-        tokens: record.tokens,
-        idleExpiresAt: record.idleExpiresAt,
-      };
-      const access = await storeCall(() => store.get(`access:${record.id}`));
-      if (access !== null) state.access = JSON.parse(access) as NonNullable<SessionState['access']>;
-      states.set(state.session, state);
+    for (const state of records) {
+      remember(state);
       for (const key of guardDecisions.keys())
-        if (key.startsWith(`${record.id} `)) guardDecisions.delete(key);
+        if (key.startsWith(`${state.session.id} `)) guardDecisions.delete(key);
       if (!(await recheck(state))) ended++;
     }
     logger.info(
@@ -715,9 +806,9 @@ export function createLabgate(input: LabgateOptions): Labgate {
    * (single-flight), and once across processes (a lock in the store); a process that loses the race
    * re-reads the rotated pair instead of spending the single-use refresh token again.
    */
-  async function getAccessToken(session: Session, force: boolean): Promise<string> {
-    const state = states.get(session);
-    if (!state) throw new TypeError('labgate: getAccessToken takes a session returned by getSession');
+  async function getAccessToken(given: Session | string, force: boolean): Promise<string> {
+    const state = await stateFor(given, 'getAccessToken');
+    const { session } = state;
     const tokens = await sessions.tokens(state);
     if (!force && tokens.expiresAt - options.refreshMargin * 1000 > options.now()) return tokens.accessToken;
     if (!tokens.refreshToken) {
@@ -889,14 +980,17 @@ export function createLabgate(input: LabgateOptions): Labgate {
   return {
     handle,
     getSession: (request) => fromCookies(request.headers.get('cookie')),
-    getSessionFromCookies: fromCookies,
-    getCachedSession: cachedSession,
+    sessionOf: (header) => {
+      const known = cachedSession(header);
+      return known === undefined ? fromCookies(header) : known;
+    },
+    guard,
     getAccessToken: (session, opts = {}) => getAccessToken(session, opts.forceRefresh === true),
     on: (name, handler) => events.on(name, handler),
     gitlab(session) {
-      if (!states.has(session))
-        throw new TypeError('labgate: gitlab() takes a session returned by getSession');
-      return apiFor(({ forceRefresh }) => getAccessToken(session, forceRefresh));
+      const id = typeof session === 'string' ? session : session?.id;
+      if (typeof id !== 'string') throw new TypeError('labgate: gitlab() takes a session or a session id');
+      return apiFor(({ forceRefresh }) => getAccessToken(id, forceRefresh));
     },
     checkAccess,
     async checkToken(accessToken) {
@@ -969,24 +1063,21 @@ export function createLabgate(input: LabgateOptions): Labgate {
       }
     },
     async endSession(session) {
-      const state = states.get(session);
+      const state = await stateFor(session, 'endSession').catch((error: unknown) => {
+        // Ending a session that has already ended is done.
+        if (isLabgateError(error) && error.code === 'session_required') return null;
+        throw error;
+      });
       if (state) await sessions.end(state);
     },
     async listSessions(session) {
-      const state = states.get(session);
-      if (!state) throw new TypeError('labgate: listSessions takes a session returned by getSession');
-      return sessions.list(state);
+      return sessions.list(await stateFor(session, 'listSessions'));
     },
     async signOutEverywhere(session) {
-      const state = states.get(session);
-      if (!state) throw new TypeError('labgate: signOutEverywhere takes a session returned by getSession');
-      await signOut(state, true);
+      await signOut(await stateFor(session, 'signOutEverywhere'), true);
     },
     errorResponse: (error, request) => errorResponse(error, request, new URL(request.url).pathname),
-    signInUrl: (returnTo) => {
-      const target = safeReturnTo(returnTo, options.origin, '');
-      return target ? `${prefix}/login?returnTo=${encodeURIComponent(target)}` : `${prefix}/login`;
-    },
+    signInUrl,
     ready: async () => {
       await provider();
     },

@@ -80,6 +80,21 @@ export function sessionCookieName(secure: boolean): string {
   return secure ? '__Host-labgate' : 'labgate';
 }
 
+/** The state of a stored session record. */
+function stateOf(record: SessionRecord): SessionState {
+  return {
+    session: {
+      id: record.id,
+      userId: record.userId,
+      user: record.user,
+      createdAt: record.createdAt,
+      expiresAt: record.expiresAt,
+    },
+    tokens: record.tokens,
+    idleExpiresAt: record.idleExpiresAt,
+  };
+}
+
 /** Creates, finds and ends sessions. */
 export class Sessions {
   readonly #options: ResolvedOptions;
@@ -227,13 +242,7 @@ export class Sessions {
       this.#options.sessionMode === 'cookie'
         ? await this.#openCookie(value, now)
         : await this.#load(value, now);
-    if (state) {
-      const access = await this.#guard(() => this.#store.get(`access:${state.session.id}`));
-      if (access !== null) {
-        state.access = JSON.parse(access) as AccessState;
-        state.session.user = { ...state.session.user, roles: state.access.roles };
-      }
-    }
+    if (state) await this.#withAccess(state);
     if (state && this.#options.sessionCacheTtl > 0) {
       if (this.#cache.size >= CACHE_LIMIT) this.#cache.delete(this.#cache.keys().next().value!);
       this.#cache.set(value, { state, until: now + this.#options.sessionCacheTtl * 1000 });
@@ -293,6 +302,28 @@ export class Sessions {
       expiresAt: record.expiresAt,
     };
     return { session, tokens: record.tokens, idleExpiresAt };
+  }
+
+  /**
+   * A live session found by its id alone (a host that kept only the id), with its last access
+   * decision; null when it has ended, and always in cookie mode, where only the cookie holds it.
+   */
+  async byId(id: string): Promise<SessionState | null> {
+    if (this.#options.sessionMode === 'cookie') return null;
+    const record = await this.#guard(() => this.#store.getSession(id));
+    const now = this.#options.now();
+    if (!record || record.expiresAt <= now || record.idleExpiresAt <= now) return null;
+    return this.#withAccess(stateOf(record));
+  }
+
+  /** Adds the access decision every instance shares to a state just loaded. */
+  async #withAccess(state: SessionState): Promise<SessionState> {
+    const access = await this.#guard(() => this.#store.get(`access:${state.session.id}`));
+    if (access !== null) {
+      state.access = JSON.parse(access) as AccessState;
+      state.session.user = { ...state.session.user, roles: state.access.roles };
+    }
+    return state;
   }
 
   /** Replaces a session's sealed tokens (after a refresh). */
@@ -364,11 +395,13 @@ export class Sessions {
   async tokensOfUser(current: SessionState): Promise<SessionState[]> {
     if (this.#options.sessionMode === 'cookie') return [current];
     const records = await this.#guard(() => this.#store.listSessions(current.session.userId));
-    return records.map((r) => ({
-      session: { id: r.id, userId: r.userId, user: r.user, createdAt: r.createdAt, expiresAt: r.expiresAt },
-      tokens: r.tokens,
-      idleExpiresAt: r.idleExpiresAt,
-    }));
+    return records.map(stateOf);
+  }
+
+  /** The live sessions of a user, each with its last access decision (server mode). */
+  async ofUser(userId: string): Promise<SessionState[]> {
+    const records = await this.#guard(() => this.#store.listSessions(userId));
+    return Promise.all(records.map((record) => this.#withAccess(stateOf(record))));
   }
 
   /** Ends one session of the same user; false when there is no such session of this user. */

@@ -11,7 +11,7 @@ import { createApp } from '../../examples/express/app.js';
 import { labgate, requireAccess, requireRole, requireUser } from '../../src/adapters/express.js';
 import { createLabgate, type Labgate, MemoryStore, type Store } from '../../src/core/index.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
-import { Browser } from '../emulator/browser.js';
+import { Browser, navigationFetch } from '../emulator/browser.js';
 
 const SECRET = 'test-secret-test-secret-test-secret-test-secret';
 
@@ -102,15 +102,20 @@ async function expectStoreDownPage(
  * `session_required`.
  */
 async function expectSignInDemanded(origin: string, api: string, headers: Record<string, string>) {
-  const html = await fetch(`${origin}/profile?tab=1`, {
-    redirect: 'manual',
-    headers: { accept: 'text/html' },
-  });
-  expect(html.status).toBe(302);
-  expect(html.headers.get('location')).toBe('/auth/login?returnTo=%2Fprofile%3Ftab%3D1');
+  // A browser navigating (Sec-Fetch-Mode: navigate), and one too old to send Sec-Fetch-*.
+  for (const navigation of [{ 'sec-fetch-mode': 'navigate' }, {}]) {
+    const html = await navigationFetch(`${origin}/profile?tab=1`, {
+      headers: { accept: 'text/html', ...navigation },
+    });
+    expect(html.status).toBe(302);
+    expect(html.headers.get('location')).toBe('/auth/login?returnTo=%2Fprofile%3Ftab%3D1');
+  }
   const answer = await fetch(api, { headers });
   expect(answer.status).toBe(401);
   expect(await answer.json()).toMatchObject({ error: 'session_required' });
+  // A script's fetch (Node's and browsers' send Sec-Fetch-Mode: cors) gets 401 even when it asks for HTML.
+  const script = await fetch(`${origin}/profile`, { headers: { accept: 'text/html' }, redirect: 'manual' });
+  expect(script.status).toBe(401);
 }
 
 describe('labgate/express', () => {

@@ -239,7 +239,7 @@ describe('an ID token in a refresh response (IDTOKEN-10)', () => {
     const cookie = sessionSetCookie(callback.headers)!.split(';')[0]!;
     gitlab.control.advanceClock(7200);
     h.clock.advance(7200);
-    const session = (await h.labgate.getSessionFromCookies(cookie))!;
+    const session = (await h.labgate.sessionOf(cookie))!;
     const outcome = await h.labgate.getAccessToken(session).then(
       (token) => ({ token }),
       (error: unknown) => ({ error }),
@@ -257,7 +257,7 @@ describe('an ID token in a refresh response (IDTOKEN-10)', () => {
   it('naming another user ends the session', async () => {
     const { h, cookie, outcome } = await refreshWith((c) => ({ ...c, sub: '2' }));
     expect(outcome).toHaveProperty('error');
-    expect(await h.labgate.getSessionFromCookies(cookie)).toBeNull();
+    expect(await h.labgate.sessionOf(cookie)).toBeNull();
   });
 
   it('signed by an unpublished key is refused', async () => {

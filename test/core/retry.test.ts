@@ -235,7 +235,7 @@ describe('one dropped connection is sent again, a second fails cleanly', () => {
     const callback = await signIn(gitlab, h);
     expect(callback.status, callback.body).toBe(303);
     const cookie = sessionCookie(callback.headers)!.split(';')[0]!;
-    const session = await h.labgate.getSessionFromCookies(cookie);
+    const session = await h.labgate.sessionOf(cookie);
     expect(session).not.toBeNull();
     gitlab.control.clearRequests();
     gitlab.control.injectFault({ path: '/api/v4/user', drop: true, times: 1 });
@@ -316,7 +316,7 @@ describe('an emulator that closes idle keep-alive connections after a second', (
       const callback = await signIn(closing, h);
       expect(callback.status, callback.body).toBe(303);
       const cookie = sessionCookie(callback.headers)!.split(';')[0]!;
-      const session = await h.labgate.getSessionFromCookies(cookie);
+      const session = await h.labgate.sessionOf(cookie);
       await expect(h.labgate.gitlab(session!).get('/user')).resolves.toMatchObject({ username: 'alice' });
     }
     expect(h.logs.filter((l) => l.includes('gitlab_unreachable'))).toEqual([]);

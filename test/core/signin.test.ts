@@ -130,8 +130,8 @@ describe('a full sign-in', () => {
       );
       // A plain `labgate` cookie (tossed in by a sibling) is not the session on https.
       const value = session.split(';')[0]!.slice('__Host-labgate='.length);
-      expect(await h.labgate.getSessionFromCookies(`labgate=${value}`)).toBeNull();
-      expect(await h.labgate.getSessionFromCookies(`__Host-labgate=${value}`)).not.toBeNull();
+      expect(await h.labgate.sessionOf(`labgate=${value}`)).toBeNull();
+      expect(await h.labgate.sessionOf(`__Host-labgate=${value}`)).not.toBeNull();
     } finally {
       await secure.close();
     }
@@ -1029,7 +1029,7 @@ describe('sessions from sign-in', () => {
     const h = createHarness(gitlab);
     const { callback } = await signIn(h);
     const cookie = sessionSetCookie(callback.headers)!.split(';')[0]!;
-    const session = await h.labgate.getSessionFromCookies(cookie);
+    const session = await h.labgate.sessionOf(cookie);
     const accessToken = await h.labgate.getAccessToken(session!);
     const record = await h.labgate.store.getSession(session!.id);
     const ring = await KeyRing.fromSecret(h.secret);

@@ -5,6 +5,7 @@
  * emulator's code, so a bug in the emulator cannot hide by being mirrored here.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
+import http from 'node:http';
 import type { RunningEmulator } from '../../src/emulator/index.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -211,14 +212,53 @@ export interface SignInOptions {
   otp?: string;
 }
 
-/** A scripted browser: one cookie jar, no automatic redirects. */
+/**
+ * A `fetch` over node:http that sends the headers as given. Node's own `fetch` always sends
+ * `Sec-Fetch-Mode: cors`, which marks a script's request; a browser's navigation says `navigate`.
+ */
+export const navigationFetch: typeof fetch = async (input, init = {}) => {
+  const request = new Request(input, init);
+  const url = new URL(request.url);
+  const body = request.body ? Buffer.from(await request.arrayBuffer()) : undefined;
+  const headers: Record<string, string> = {};
+  for (const [name, value] of request.headers) headers[name] = value;
+  if (body) headers['content-length'] = String(body.length);
+  return new Promise<Response>((resolve, reject) => {
+    const outgoing = http.request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: `${url.pathname}${url.search}`,
+        method: request.method,
+        headers,
+      },
+      (incoming) => {
+        const chunks: Buffer[] = [];
+        incoming.on('data', (chunk: Buffer) => chunks.push(chunk));
+        incoming.on('error', reject);
+        incoming.on('end', () => {
+          const answer = new Headers();
+          for (let i = 0; i < incoming.rawHeaders.length; i += 2)
+            answer.append(incoming.rawHeaders[i]!, incoming.rawHeaders[i + 1]!);
+          const status = incoming.statusCode ?? 0;
+          const empty = status === 204 || status === 304 || request.method === 'HEAD';
+          resolve(new Response(empty ? null : Buffer.concat(chunks), { status, headers: answer }));
+        });
+      },
+    );
+    outgoing.on('error', reject);
+    outgoing.end(body);
+  });
+};
+
+/** A scripted browser: one cookie jar, no automatic redirects, requests sent as navigations. */
 export class Browser {
   readonly jar = new CookieJar();
   readonly #fetch: typeof fetch;
 
   /** `fetch` may route some origins elsewhere, e.g. an app's `handle(request)` without a socket. */
   constructor(options: { fetch?: typeof fetch } = {}) {
-    this.#fetch = options.fetch ?? fetch;
+    this.#fetch = options.fetch ?? navigationFetch;
   }
 
   /** Sends a request with the jar's cookies and stores the cookies of the answer. */
@@ -227,6 +267,9 @@ export class Browser {
     init: { method?: string; body?: URLSearchParams; headers?: Record<string, string> } = {},
   ): Promise<Page> {
     const headers = new Headers(init.headers);
+    // A click or a typed address: the browser navigates (a form posted by a click navigates too).
+    if (!headers.has('sec-fetch-mode')) headers.set('sec-fetch-mode', 'navigate');
+    if (!headers.has('accept')) headers.set('accept', '*/*');
     const cookie = this.jar.header(url);
     if (cookie) headers.set('cookie', cookie);
     if (init.body) headers.set('content-type', 'application/x-www-form-urlencoded');

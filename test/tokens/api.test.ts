@@ -135,7 +135,7 @@ describe('the API client', () => {
     expect((error as LabgateError).code).toBe('session_required');
     expect(apiStatuses('/api/v4/user')).toEqual([200, 401]); // no retry without a new token
     expect(refreshGrants(gitlab)).toBe(1);
-    expect(await h.labgate.getSessionFromCookies(cookie)).toBeNull();
+    expect(await h.labgate.sessionOf(cookie)).toBeNull();
     expect(await h.labgate.store.getSession(session.id)).toBeNull();
   });
 

@@ -293,7 +293,7 @@ describe('a refresh GitLab refuses (invalid_grant)', () => {
     }
     expect(refreshGrants(gitlab)).toBe(1); // invalid_grant is final: never retried
     expect(await h.labgate.store.getSession(session.id)).toBeNull();
-    expect(await h.labgate.getSessionFromCookies(cookie)).toBeNull();
+    expect(await h.labgate.sessionOf(cookie)).toBeNull();
     expect(events.filter((e) => e.name === 'session.ended').map((e) => e.event)).toEqual([
       { sessionId: session.id, userId: session.userId, reason: 'token-invalid' },
     ]);
@@ -331,7 +331,7 @@ describe('a refresh that fails for a while (500)', () => {
 
     // GitLab is back: the same cookie is a session again, and its token is refreshed once.
     gitlab.control.clearFaults();
-    expect(await h.labgate.getSessionFromCookies(cookie)).not.toBeNull();
+    expect(await h.labgate.sessionOf(cookie)).not.toBeNull();
     const fresh = await h.labgate.getAccessToken(session);
     expect(fresh).not.toBe(token);
     expect(refreshGrants(gitlab)).toBe(1);
@@ -368,7 +368,7 @@ describe('a refresh GitLab accepted but whose answer does not validate', () => {
     expect(((outcome as { error: unknown }).error as LabgateError).code).toBe('session_required');
     expect(refreshGrants(gitlab)).toBe(1);
     expect(tokenErrors(gitlab)).toBe(0);
-    expect(await h.labgate.getSessionFromCookies(cookie)).toBeNull();
+    expect(await h.labgate.sessionOf(cookie)).toBeNull();
     expect(events.filter((e) => e.name === 'session.ended').map((e) => e.event)).toEqual([
       { sessionId: session.id, userId: session.userId, reason: 'token-invalid' },
     ]);

@@ -17,7 +17,7 @@ export async function signedIn(h: Harness, user = 'alice'): Promise<string> {
 
 /** The session of a cookie, as the app gets it on a request. */
 export async function sessionOf(labgate: Labgate, cookie: string): Promise<Session> {
-  const session = await labgate.getSessionFromCookies(cookie);
+  const session = await labgate.sessionOf(cookie);
   if (!session) throw new Error('the cookie is no session');
   return session;
 }

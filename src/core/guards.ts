@@ -1,0 +1,79 @@
+/**
+ * The guards' rules, written once for every host: a request described as plain data either passes, or
+ * gets the response to send. A signed-out browser navigation is sent to sign in (and back afterwards);
+ * any other signed-out request (`fetch`, XHR, an API client) gets 401 JSON; a signed-in user without the
+ * role or access gets 403. Adapters only translate their host's request into a {@link GuardRequest} and
+ * the answer back.
+ */
+import type { Policy } from './access.js';
+import type { Session } from './sessions.js';
+
+/** A request as a guard sees it: plain data any host has at hand. */
+export interface GuardRequest {
+  /** `GET`, `POST`, … */
+  method: string;
+  /** The request target as the client sent it, path and query (`/reports?year=2026`): where sign-in returns. */
+  target: string;
+  /** The `Accept` header. */
+  accept?: string | null | undefined;
+  /** The `Sec-Fetch-Mode` header (`navigate` for a browser navigation, `cors` for `fetch`). */
+  secFetchMode?: string | null | undefined;
+  /** The request's session (from `sessionOf`), or null. */
+  session: Session | null;
+}
+
+/** What a guard demands besides a signed-in user. */
+export interface GuardRule {
+  /** A role of the access policy's role mapping (`access.roles`). */
+  role?: string;
+  /** A policy or one rule, checked against GitLab (`project:acme/app>=developer`). */
+  access?: Policy | string;
+  /** Always answer 401 instead of sending browsers to sign in (an API). Default: decided per request. */
+  api?: boolean;
+}
+
+/** A guard's answer: `null` lets the request through; otherwise the response to send. */
+export type GuardOutcome = Response | null;
+
+/**
+ * A guard, compiled once from its {@link GuardRule}. `check` answers at once when it can (no session, a
+ * role, an access decision made within the re-check interval) and with a promise only when it must ask
+ * GitLab.
+ */
+export interface Guard {
+  check(request: GuardRequest): GuardOutcome | Promise<GuardOutcome>;
+}
+
+/**
+ * Whether a request is a browser navigating (which can follow a redirect to sign in) rather than a
+ * script or an API client (which needs a status it can act on): a `GET` that does not ask for JSON
+ * only, and either says `Sec-Fetch-Mode: navigate` or, from a client that sends no `Sec-Fetch-Mode`,
+ * accepts HTML or anything.
+ */
+export function isNavigation(request: Pick<GuardRequest, 'method' | 'accept' | 'secFetchMode'>): boolean {
+  if (request.method !== 'GET' && request.method !== 'HEAD') return false;
+  const accept = request.accept ?? '';
+  if (accept.includes('application/json') && !accept.includes('text/html')) return false;
+  if (request.secFetchMode) return request.secFetchMode === 'navigate';
+  return accept === '' || accept === '*/*' || accept.includes('text/html');
+}
+
+/** The 401 every guard gives a signed-out request that is not a navigation. */
+export function signInRequired(): Response {
+  return Response.json(
+    { error: 'session_required', message: 'Sign-in required' },
+    {
+      status: 401,
+      headers: {
+        'www-authenticate': 'Cookie realm="labgate"',
+        'cache-control': 'no-store',
+        'x-content-type-options': 'nosniff',
+      },
+    },
+  );
+}
+
+/** The redirect every guard gives a signed-out navigation: to sign in, and back to `location` afterwards. */
+export function signInRedirect(location: string): Response {
+  return new Response(null, { status: 302, headers: { location, 'cache-control': 'no-store' } });
+}
