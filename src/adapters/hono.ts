@@ -1,0 +1,311 @@
+/**
+ * labgate for Hono 4: `labgate(auth)` answers labgate's routes and puts the signed-in user in the
+ * context (`c.var.labgate`); `requireUser()`, `requireRole()` and `requireAccess()` guard routes. Web
+ * APIs and `hono` only, so it runs wherever Hono runs (Node, Bun, Deno, Workers).
+ *
+ * A guard that refuses a request throws an `HTTPException` whose `res` is labgate's answer (401, 403,
+ * or 503 while the store is down), as Hono's own `basicAuth`, `bearerAuth` and `jwt` do: Hono's default
+ * error handler sends that response as it is, and an `app.onError` sees the refusal (to log it, or
+ * to answer it in the app's own style) and answers it with `err.getResponse()`. Only the redirect of a
+ * signed-out browser to sign in is returned, not thrown: it is not an error, and it must reach the
+ * browser even under an `onError` that styles every error page.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from 'hono';
+ * import { createLabgate } from 'labgate';
+ * import { labgate, type LabgateEnv, requireUser } from 'labgate/hono';
+ *
+ * const auth = createLabgate({ clientId, clientSecret, url: 'http://localhost:3000', secret });
+ * const app = new Hono<LabgateEnv>();
+ * app.use(labgate(auth));
+ * app.get('/me', requireUser(), (c) => c.json(c.var.labgate.user));
+ * ```
+ * @packageDocumentation
+ */
+import type { Context, MiddlewareHandler } from 'hono';
+import { createMiddleware } from 'hono/factory';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import {
+  type Guard,
+  type GuardRule,
+  type Labgate,
+  normalisePolicy,
+  type Policy,
+  routeOf,
+  type Session,
+  type SessionUser,
+} from '../core/index.js';
+
+/** What labgate puts in each request's context (`c.var.labgate`). */
+export interface LabgateContext {
+  /** The signed-in user, or null. */
+  user: SessionUser | null;
+  /** The session, or null. */
+  session: Session | null;
+  /** The user's GitLab access token (refreshed when about to expire). Rejects without a session. */
+  accessToken(): Promise<string>;
+  /** The labgate instance. */
+  labgate: Labgate;
+}
+
+/** The context behind a guard that let the request through: there is a user. */
+export interface SignedInContext extends LabgateContext {
+  user: SessionUser;
+  session: Session;
+}
+
+// Type aliases, not interfaces: Hono's `Env` wants `Variables` to be a `Record<string, any>`, which an
+// interface (no implicit index signature) is not.
+
+/**
+ * The variables labgate sets, for an app's own `Variables`:
+ * `new Hono<{ Bindings: Bindings; Variables: MyVariables & LabgateVariables }>()`.
+ */
+export type LabgateVariables = { labgate: LabgateContext };
+
+/**
+ * The Hono environment of an app that mounts {@link labgate}: `new Hono<LabgateEnv>()` types
+ * `c.var.labgate`.
+ */
+export type LabgateEnv = { Variables: LabgateVariables };
+
+/**
+ * The environment a guard adds: behind `requireUser()` (or a role or access guard) `c.var.labgate.user`
+ * and `.session` are not null.
+ */
+export type SignedInEnv = { Variables: { labgate: SignedInContext } };
+
+// A class, not an object literal with a closure: one small allocation per request.
+class RequestContext implements LabgateContext {
+  readonly user: SessionUser | null;
+  constructor(
+    readonly labgate: Labgate,
+    readonly session: Session | null,
+  ) {
+    this.user = session === null ? null : session.user;
+  }
+
+  accessToken(): Promise<string> {
+    return this.session
+      ? this.labgate.getAccessToken(this.session)
+      : Promise.reject(new TypeError('labgate: no signed-in user on this request'));
+  }
+}
+
+/** Path and query of a request's URL (`/reports?year=2026`): what a guard and `routeOf` read. */
+function targetOf(url: string): string {
+  const path = url.indexOf('/', url.indexOf('//') + 2);
+  return path === -1 ? '/' : url.slice(path);
+}
+
+/**
+ * Throws labgate's refusal of a request (a 401, a 403, a 503 while the store is down) as an
+ * `HTTPException` carrying it (see the module's comment for why).
+ */
+function refuse(response: Response, cause?: unknown): never {
+  const status = response.status;
+  const what =
+    status === 401
+      ? 'sign-in required'
+      : status === 403
+        ? 'access forbidden'
+        : 'the request could not be checked';
+  throw new HTTPException(status as ContentfulStatusCode, {
+    res: response,
+    message: `labgate: ${what}`,
+    cause,
+  });
+}
+
+/**
+ * Looks the request's session up and sets `c.var.labgate`: at once when the cookie alone tells (no
+ * session cookie, or one verified moments ago: the common request), after the store answered otherwise.
+ * While the store is down, throws the 503 labgate's routes give (an `HTTPException`), never a stack trace.
+ */
+async function attach(auth: Labgate, c: Context<LabgateEnv>): Promise<LabgateContext> {
+  const found = auth.sessionOf(c.req.header('cookie'));
+  let session: Session | null;
+  if (found instanceof Promise) {
+    try {
+      session = await found;
+    } catch (error) {
+      refuse(auth.errorResponse(error, c.req.raw), error);
+    }
+  } else session = found;
+  const ctx = new RequestContext(auth, session);
+  c.set('labgate', ctx);
+  return ctx;
+}
+
+/**
+ * The middleware: answers `/auth/*` (or your prefix) with labgate's response, and for every other
+ * request looks the session up from the cookie (cached, so nearly free) and sets `c.var.labgate`
+ * (`user` and `session` null when signed out) before `next()`.
+ *
+ * Mounted at its prefix only (`app.use('/auth/*', labgate(auth))`), it answers labgate's routes and
+ * nothing else; guards given the instance (`requireUser(auth)`) then look the session up on the routes
+ * that need it.
+ * @example
+ * ```ts
+ * const app = new Hono<LabgateEnv>();
+ * app.use(labgate(auth));
+ * app.get('/', (c) => c.text(`hello ${c.var.labgate.user?.username ?? 'stranger'}`));
+ * ```
+ */
+export function labgate(auth: Labgate): MiddlewareHandler<LabgateEnv> {
+  const prefix = auth.options.prefix;
+  return createMiddleware<LabgateEnv>(async (c, next) => {
+    if (routeOf(targetOf(c.req.url), prefix) !== null) {
+      // Hono hands over the Request itself: labgate reads it as it is (HEAD too: Hono strips the body).
+      const response = await auth.handle(c.req.raw);
+      if (response) return response;
+    }
+    await attach(auth, c);
+    await next();
+    return undefined;
+  });
+}
+
+/** Options of the guards. */
+export interface RequireUserOptions {
+  /** Answer 401 JSON instead of redirecting browsers to sign in (for APIs). Default: by the request. */
+  api?: boolean;
+}
+
+function isLabgate(value: unknown): value is Labgate {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Labgate).handle === 'function' &&
+    typeof (value as Labgate).guard === 'function'
+  );
+}
+
+/**
+ * Hono middleware around a core guard (the rules are the core's: `Labgate.guard`). With the instance
+ * it looks the session up itself; without, it needs `app.use(labgate(auth))` before it. The guard is
+ * compiled once per instance.
+ */
+function guarded(
+  rule: GuardRule,
+  first: Labgate | RequireUserOptions | undefined,
+  second: RequireUserOptions | undefined,
+): MiddlewareHandler<SignedInEnv> {
+  const given = isLabgate(first) ? first : undefined;
+  const options = (isLabgate(first) ? second : first) ?? {};
+  const full: GuardRule = options.api === undefined ? rule : { ...rule, api: options.api };
+  const compiled = new WeakMap<Labgate, Guard>();
+  const guardOf = (auth: Labgate) => {
+    let guard = compiled.get(auth);
+    if (!guard) {
+      guard = auth.guard(full);
+      compiled.set(auth, guard);
+    }
+    return guard;
+  };
+  // A bad rule is a mistake in the app: refuse it where the route is declared.
+  if (given) guardOf(given);
+  else if (rule.access !== undefined)
+    normalisePolicy(typeof rule.access === 'string' ? { allow: [rule.access] } : rule.access);
+  const middleware = createMiddleware<LabgateEnv>(async (c, next) => {
+    let ctx = c.get('labgate') as LabgateContext | undefined;
+    if (!ctx) {
+      if (!given)
+        throw new TypeError(
+          'labgate: a guard needs app.use(labgate(auth)) before it, or the instance: requireUser(auth)',
+        );
+      ctx = await attach(given, c);
+    }
+    const outcome = guardOf(ctx.labgate).check({
+      method: c.req.method,
+      target: targetOf(c.req.url),
+      accept: c.req.header('accept'),
+      secFetchMode: c.req.header('sec-fetch-mode'),
+      session: ctx.session,
+    });
+    const refusal = outcome instanceof Promise ? await outcome : outcome;
+    if (refusal !== null) {
+      // The way to sign in is no error: returned, so that an onError styling errors cannot hide it.
+      if (refusal.status >= 300 && refusal.status < 400) return refusal;
+      refuse(refusal);
+    }
+    await next();
+    return undefined;
+  });
+  // Past the guard the context has a user; the cast only narrows the variable's type for the handler.
+  return middleware as unknown as MiddlewareHandler<SignedInEnv>;
+}
+
+/**
+ * Lets signed-in users through. Browsers are sent to sign in (and back here afterwards); API calls get
+ * 401 `{"error":"session_required"}` (thrown as an `HTTPException`). Behind it, `c.var.labgate.user` is
+ * typed non-null.
+ *
+ * Either mount {@link labgate} for the whole app first (`app.use(labgate(auth))`, then `requireUser()`),
+ * or give the guard the instance (`requireUser(auth)`): it then looks the session up itself, so labgate
+ * can be mounted at its prefix only and other routes never pay for it.
+ * @example
+ * ```ts
+ * app.use('/auth/*', labgate(auth));         // /auth/login, /auth/callback, …
+ * app.get('/api/me', requireUser(auth, { api: true }), (c) => c.json(c.var.labgate.user));
+ * ```
+ */
+export function requireUser(auth?: Labgate, options?: RequireUserOptions): MiddlewareHandler<SignedInEnv>;
+export function requireUser(options?: RequireUserOptions): MiddlewareHandler<SignedInEnv>;
+export function requireUser(
+  first?: Labgate | RequireUserOptions,
+  second?: RequireUserOptions,
+): MiddlewareHandler<SignedInEnv> {
+  return guarded({}, first, second);
+}
+
+/**
+ * Lets through signed-in users who hold a role of the access policy's role mapping
+ * (`access: { roles: { admin: 'group:acme/platform>=maintainer' } }`); others get 403 with a page that
+ * names the missing role, and signed-out users are sent to sign in (or get 401).
+ * @example
+ * ```ts
+ * app.get('/admin', requireRole('admin'), (c) => c.text(`hello ${c.var.labgate.user.username}`));
+ * ```
+ */
+export function requireRole(
+  role: string,
+  auth?: Labgate,
+  options?: RequireUserOptions,
+): MiddlewareHandler<SignedInEnv>;
+export function requireRole(role: string, options?: RequireUserOptions): MiddlewareHandler<SignedInEnv>;
+export function requireRole(
+  role: string,
+  first?: Labgate | RequireUserOptions,
+  second?: RequireUserOptions,
+): MiddlewareHandler<SignedInEnv> {
+  return guarded({ role }, first, second);
+}
+
+/**
+ * Lets through signed-in users who satisfy a rule or policy, checked against GitLab (cached per
+ * session for the re-check interval). The 403 page says which requirement failed, without listing
+ * the user's other groups.
+ * @example
+ * ```ts
+ * app.post('/deploy', requireAccess('project:acme/app>=developer'), (c) => deploy(c));
+ * ```
+ */
+export function requireAccess(
+  policy: Policy | string,
+  auth?: Labgate,
+  options?: RequireUserOptions,
+): MiddlewareHandler<SignedInEnv>;
+export function requireAccess(
+  policy: Policy | string,
+  options?: RequireUserOptions,
+): MiddlewareHandler<SignedInEnv>;
+export function requireAccess(
+  policy: Policy | string,
+  first?: Labgate | RequireUserOptions,
+  second?: RequireUserOptions,
+): MiddlewareHandler<SignedInEnv> {
+  return guarded({ access: policy }, first, second);
+}
