@@ -5,7 +5,12 @@
  * role or access gets 403. Adapters only translate their host's request into a {@link GuardRequest} and
  * the answer back.
  */
-import type { Policy } from './access.js';
+import { accessFailureText, type Policy } from './access.js';
+import { LabgateError } from './errors.js';
+import { errorAnswer } from './pages.js';
+import type { AccessChecks } from './recheck.js';
+import { signInUrl } from './routes.js';
+import type { Runtime } from './runtime.js';
 import type { Session } from './sessions.js';
 
 /** A request as a guard sees it: plain data any host has at hand. */
@@ -76,4 +81,40 @@ export function signInRequired(): Response {
 /** The redirect every guard gives a signed-out navigation: to sign in, and back to `location` afterwards. */
 export function signInRedirect(location: string): Response {
   return new Response(null, { status: 302, headers: { location, 'cache-control': 'no-store' } });
+}
+
+/** A guard compiled once from its rule, on a runtime and its access checks. */
+export function createGuard(rt: Runtime, checks: AccessChecks, rule: GuardRule = {}): Guard {
+  const { role, api = false } = rule;
+  if (role !== undefined && (typeof role !== 'string' || role === ''))
+    throw new TypeError('labgate: a guard role is a non-empty string');
+  // A bad rule is a mistake in the app: refuse it when the guard is made, not on a request.
+  const compiled = rule.access === undefined ? null : checks.compile(rule.access);
+  const { options } = rt;
+  const answer = (error: unknown, request: GuardRequest): Response =>
+    errorAnswer(error, { accept: request.accept, route: request.target.split('?')[0]! }, options);
+  const forbidden = (detail: string, request: GuardRequest): Response =>
+    answer(new LabgateError('access_forbidden', `access refused: ${detail}`, { detail }), request);
+  return {
+    check(request) {
+      const { session } = request;
+      if (!session) {
+        return !api && isNavigation(request)
+          ? signInRedirect(signInUrl(options, request.target))
+          : signInRequired();
+      }
+      if (role !== undefined && !session.user.roles.includes(role))
+        return forbidden(`This page needs the role “${role}”.`, request);
+      if (compiled === null) return null;
+      const known = checks.decided(session.id, compiled);
+      if (known) return known.allowed ? null : forbidden(accessFailureText(known.failed), request);
+      return rt
+        .stateFor(session, 'a guard')
+        .then((state) => checks.decide(state, compiled))
+        .then(
+          (decision) => (decision.allowed ? null : forbidden(accessFailureText(decision.failed), request)),
+          (error: unknown) => answer(error, request),
+        );
+    },
+  };
 }

@@ -47,7 +47,7 @@ export type {
   GuardRequest,
   GuardRule,
 } from './guards.js';
-export { createLabgate, type Labgate, type TokenCheck } from './labgate.js';
+export { createLabgate, type Labgate } from './labgate.js';
 export {
   isLoopbackHost,
   type LabgateOptions,
@@ -66,3 +66,4 @@ export {
   type Store,
   type TokenSet,
 } from './store.js';
+export type { TokenCheck } from './tokens.js';

@@ -1,8 +1,12 @@
 /**
- * The few pages labgate itself answers with: an error page that says what happened and what to do,
- * and the sign-out confirmation. Plain HTML, no scripts, no third-party resources.
+ * What labgate answers itself: the answer to every error (a page that says what happened and what to
+ * do, or JSON), and the sign-out and link confirmations. Plain HTML, no scripts, no third-party
+ * resources, under a strict Content-Security-Policy.
  */
-import { ERROR_CODES, type LabgateErrorCode } from './errors.js';
+import { randomToken } from './crypto.js';
+import { ERROR_CODES, isLabgateError, LabgateError, type LabgateErrorCode } from './errors.js';
+import { logText } from './log.js';
+import type { Logger } from './options.js';
 
 /** Escapes text for HTML content and attribute values. */
 export function escapeHtml(value: string): string {
@@ -88,4 +92,48 @@ export function linkPage(action: string): string {
 user here: signing in with either account opens the same user.</p>
 <form method="post" action="${escapeHtml(action)}"><button type="submit">Link an account</button></form>`,
   );
+}
+
+/** Whether a client asked for JSON rather than a page. */
+export function wantsJson(accept: string | null | undefined): boolean {
+  return !!accept && accept.includes('application/json') && !accept.includes('text/html');
+}
+
+/**
+ * The one answer to an error, for every route and guard: the status of its code, a page that says
+ * what to do (JSON for a client that asked for JSON), a reference that is also in the one log line
+ * written for it. Never GitLab's words, a token or a stack trace (docs/security.md, LOG-3). Anything that
+ * is not a {@link LabgateError} is answered as `gitlab_error`.
+ */
+export function errorAnswer(
+  error: unknown,
+  request: { accept: string | null | undefined; route: string; headers?: Record<string, string> },
+  instance: { prefix: string; logger: Logger },
+): Response {
+  const { route } = request;
+  const { prefix, logger } = instance;
+  const reference = randomToken(6);
+  const failure = isLabgateError(error)
+    ? error
+    : new LabgateError('gitlab_error', 'unexpected failure', { cause: error });
+  const code: LabgateErrorCode = failure.code;
+  const status = ERROR_CODES[code].status;
+  const line = `labgate: ${logText(route)} failed: ${code}: ${failure.message} (reference ${reference})`;
+  if (!isLabgateError(error)) logger.error(`${line}: ${error instanceof Error ? error.name : typeof error}`);
+  else if (status >= 500) logger.error(line);
+  else logger.warn(line);
+  const extra: Record<string, string> = { 'x-labgate-reference': reference, ...request.headers };
+  // The body of a 413 was not read: the connection closes rather than read the rest.
+  if (code === 'payload_too_large') extra['connection'] = 'close';
+  if (wantsJson(request.accept)) {
+    return Response.json(
+      { error: code, message: ERROR_CODES[code].title, reference },
+      { status, headers: { ...PAGE_HEADERS, ...extra } },
+    );
+  }
+  const again =
+    code === 'session_required' || route.endsWith('/callback') || route.endsWith('/login')
+      ? `${prefix}/login`
+      : '/';
+  return htmlResponse(errorPage(code, { again, reference, detail: failure.detail }), status, extra);
 }
