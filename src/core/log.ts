@@ -3,7 +3,13 @@
  * length bounded. Every line labgate logs passes through {@link safeLogger}; values interpolated into
  * a line pass through {@link logText} first, so each is bounded on its own (docs/security.md, LOG-1).
  */
-import type { Logger } from './options.js';
+
+/** Where labgate writes what happened. Nothing it logs ever holds a token, secret or code. */
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
 
 /** The longest value one interpolation puts into a log line, by default. */
 export const LOG_VALUE_MAX = 200;

@@ -9,15 +9,11 @@ import {
   parsePolicy,
   scopesForPolicy,
 } from './access.js';
-import { safeLogger } from './log.js';
-import type { Store } from './store.js';
+import { type Logger, safeLogger } from './log.js';
 
-/** Where labgate writes what happened. Nothing it logs ever holds a token, secret or code. */
-export interface Logger {
-  info(message: string): void;
-  warn(message: string): void;
-  error(message: string): void;
-}
+export type { Logger } from './log.js';
+
+import type { Store } from './store.js';
 
 /** Options of {@link createLabgate}. */
 export interface LabgateOptions {
