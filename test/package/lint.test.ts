@@ -31,6 +31,7 @@ interface AttwReport {
 
 let tarball: string;
 let scratch: string;
+let reports = 0;
 beforeAll(async () => {
   tarball = await packedTarball();
   scratch = mkdtempSync(join(tmpdir(), 'labgate-lint-'));
@@ -68,6 +69,8 @@ async function typesReport(file: string): Promise<{ code: number | null; report:
   const result = await run(attw, [file, ...ATTW_PROFILE, '--format', 'json'], {
     cwd: root,
     timeoutMs: 60_000,
+    // attw exits at once after writing a report of some 300 kB: a pipe would lose its end.
+    stdoutFile: join(scratch, `attw-${++reports}.json`),
   });
   let report: AttwReport = {};
   try {

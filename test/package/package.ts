@@ -3,9 +3,19 @@
  * picked up without editing a test), the framework or driver each one may load, the tarball `npm pack`
  * makes (once per test run, shared by every test file that needs it), and child processes with bounds.
  */
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,29 +116,48 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a command without a shell; never rejects: a failure is in `code` and `stderr`. */
+/**
+ * Runs a command without a shell; never rejects: a failure is in `code` and `stderr`. With
+ * `stdoutFile`, the command writes its standard output to that file instead of a pipe (read back
+ * into `stdout`): a program that calls `process.exit` right after a large write to a pipe loses the
+ * part the pipe had not taken yet, a file takes it whole.
+ */
 export function run(
   command: string,
   args: readonly string[],
-  options: { cwd: string; timeoutMs: number; env?: NodeJS.ProcessEnv },
+  options: { cwd: string; timeoutMs: number; env?: NodeJS.ProcessEnv; stdoutFile?: string },
 ): Promise<RunResult> {
+  const out = options.stdoutFile === undefined ? 'pipe' : openSync(options.stdoutFile, 'w', 0o600);
   return new Promise((resolve) => {
-    execFile(
-      command,
-      args,
-      {
-        cwd: options.cwd,
-        timeout: options.timeoutMs,
-        killSignal: 'SIGKILL',
-        maxBuffer: 64 * 1024 * 1024,
-        env: options.env ?? process.env,
-      },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
-        const bound = error?.killed ? `\n[killed after ${options.timeoutMs} ms]` : '';
-        resolve({ code, stdout, stderr: `${stderr}${bound}` });
-      },
-    );
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['ignore', out, 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, options.timeoutMs);
+    const finish = (code: number | null, failure = '') => {
+      clearTimeout(timer);
+      if (typeof out === 'number') {
+        closeSync(out);
+        stdout = readFileSync(options.stdoutFile!, 'utf8');
+      }
+      const bound = killed ? `\n[killed after ${options.timeoutMs} ms]` : '';
+      resolve({ code, stdout, stderr: `${stderr}${failure}${bound}` });
+    };
+    child.on('error', (error) => finish(null, `\n${error.message}`));
+    child.on('close', (code) => finish(code));
   });
 }
 
@@ -144,7 +173,7 @@ export function npmEnv(): NodeJS.ProcessEnv {
       ([name]) =>
         !/^npm_(package_|lifecycle_|command$|config_local_prefix$)/i.test(name) && name !== 'INIT_CWD',
     ),
-  );
+  ) as NodeJS.ProcessEnv;
 }
 
 /** One line for a failed command: what ran and what it said. */
