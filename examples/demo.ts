@@ -5,9 +5,21 @@
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { join, relative, sep } from 'node:path';
 import { demoFixtures, type RunningEmulator, startEmulator } from 'labgate/emulator';
-import { startExampleApp } from './express/server.js';
+import type { Env } from './serve.js';
+
+/** The reference app on each host (`LABGATE_EXAMPLE`), loaded only when chosen. */
+const HOSTS: Record<
+  string,
+  () => Promise<{ startExampleApp(env: Env): Promise<{ server: Server; url: string }> }>
+> = {
+  express: () => import('./express/server.js'),
+  fastify: () => import('./fastify/server.js'),
+  hono: () => import('./hono/server.js'),
+  node: () => import('./node/server.js'),
+};
 
 const DATA = process.env['LABGATE_DATA'] ?? '.labgate';
 
@@ -70,10 +82,15 @@ async function main(): Promise<void> {
       'GITLAB_URL is set: set GITLAB_CLIENT_ID and GITLAB_CLIENT_SECRET too (see `npx labgate doctor`)',
     );
   }
-  const { server, url } = await startExampleApp(env);
+  const host = env['LABGATE_EXAMPLE'] || 'express';
+  const load = HOSTS[host];
+  if (!load) {
+    throw new Error(`LABGATE_EXAMPLE must be one of ${Object.keys(HOSTS).join(', ')} (it is "${host}")`);
+  }
+  const { server, url } = await (await load()).startExampleApp(env);
   const lines = [
     '',
-    `  labgate demo: open ${url}`,
+    `  labgate demo (${host}): open ${url}`,
     '',
     gitlab
       ? `  GitLab (emulated) at ${gitlab.url}: sign in as alice / alice-password\n  (also bob, grace, erin: <name>-password; carol has 2FA, recovery code 3f4a1c9e2b7d8a60)`

@@ -107,15 +107,17 @@ export function appEnv(
 export function launchApp(env: Record<string, string>, port: number): AppProcess {
   if (!existsSync(SERVER_JS)) throw new Error(`${SERVER_JS} is missing: run \`npm run build\` first`);
   const direct = `http://127.0.0.1:${port}`;
+  // A plain record: some frameworks' types (Next.js) make NODE_ENV required in ProcessEnv.
+  const childEnv: Record<string, string> = {
+    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    HOME: process.env['HOME'] ?? '/tmp',
+    LABGATE_URL: direct,
+    ...env,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+  };
   const child = spawn(process.execPath, [SERVER_JS], {
-    env: {
-      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-      HOME: process.env['HOME'] ?? '/tmp',
-      LABGATE_URL: direct,
-      ...env,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-    },
+    env: childEnv as NodeJS.ProcessEnv,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
