@@ -64,6 +64,12 @@ async function startDemoGitLab(appUrl: string): Promise<RunningEmulator> {
 
 async function main(): Promise<void> {
   const env = { ...process.env };
+  // Checked before anything starts: a wrong name is a one-line error, not a half-started demo.
+  const host = env['LABGATE_EXAMPLE'] || 'express';
+  const load = HOSTS[host];
+  if (!load) {
+    throw new Error(`LABGATE_EXAMPLE must be one of ${Object.keys(HOSTS).join(', ')} (it is "${host}")`);
+  }
   const port = Number(env['PORT'] ?? 3000);
   env['PORT'] = String(port);
   env['LABGATE_URL'] ??= `http://localhost:${port}`;
@@ -81,11 +87,6 @@ async function main(): Promise<void> {
     throw new Error(
       'GITLAB_URL is set: set GITLAB_CLIENT_ID and GITLAB_CLIENT_SECRET too (see `npx labgate doctor`)',
     );
-  }
-  const host = env['LABGATE_EXAMPLE'] || 'express';
-  const load = HOSTS[host];
-  if (!load) {
-    throw new Error(`LABGATE_EXAMPLE must be one of ${Object.keys(HOSTS).join(', ')} (it is "${host}")`);
   }
   const { server, url } = await (await load()).startExampleApp(env);
   const lines = [

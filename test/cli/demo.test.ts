@@ -104,6 +104,53 @@ describe('npm start (the demo)', () => {
   });
 });
 
+describe('LABGATE_EXAMPLE', () => {
+  /** Runs the built demo until it is up (or exits); its output. */
+  async function runDemo(example: string): Promise<{ output: string; code: number | null }> {
+    const port = await freePort();
+    const { LABGATE_STORE: _store, LABGATE_SECRET: _secret, ...inherited } = process.env;
+    const run = spawn(process.execPath, [demo], {
+      env: {
+        ...inherited,
+        PORT: String(port),
+        LABGATE_URL: `http://127.0.0.1:${port}`,
+        EMULATOR_PORT: '0',
+        LABGATE_DATA: join(data, `example-${example}`),
+        LABGATE_EXAMPLE: example,
+        GITLAB_URL: '',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    try {
+      return await new Promise((resolve) => {
+        const collect = (chunk: Buffer) => {
+          output += chunk.toString();
+          if (output.includes('Press Ctrl+C')) resolve({ output, code: null });
+        };
+        run.stdout!.on('data', collect);
+        run.stderr!.on('data', collect);
+        run.on('exit', (code) => resolve({ output, code }));
+      });
+    } finally {
+      run.kill('SIGTERM');
+    }
+  }
+
+  it('starts the reference app on the host it names, and says which', async () => {
+    const { output } = await runDemo('hono');
+    expect(output).toContain('labgate demo (hono): open http://127.0.0.1:');
+  });
+
+  it('refuses a host it does not know, in one line, before starting anything', async () => {
+    const { output, code } = await runDemo('rails');
+    expect(code).toBe(1);
+    expect(output.trim()).toBe(
+      'labgate demo: LABGATE_EXAMPLE must be one of express, fastify, hono, node (it is "rails")',
+    );
+  });
+});
+
 describe("the demo app's server", () => {
   const env = {
     GITLAB_URL: 'http://127.0.0.1:9',
