@@ -9,6 +9,7 @@ import type { Server } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LabgateOptions } from 'labgate';
+import { wrapRequestHandler } from 'labgate/next';
 import nextModule from 'next';
 import { createHttpServer, type ServerTimeouts } from '../express/server.js';
 import { createExampleLabgate, provideLabgate } from './lib/labgate.js';
@@ -47,7 +48,7 @@ export async function startExampleApp(
     await store.close?.();
     throw error;
   }
-  const handle = app.getRequestHandler();
+  const handle = wrapRequestHandler(auth, app.getRequestHandler());
   const server = createHttpServer((req, res) => {
     handle(req, res).catch(() => {
       // Next answers its own errors; this is a failure to answer at all.

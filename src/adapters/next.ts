@@ -19,6 +19,7 @@
  * ```
  * @packageDocumentation
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type Guard,
   type GuardRule,
@@ -27,6 +28,7 @@ import {
   routeOf,
   type Session,
 } from '../core/index.js';
+import { sendWebResponse } from './node.js';
 
 /**
  * labgate, or a function that gives it, called at the first request (and again only after it failed).
@@ -279,5 +281,38 @@ export function labgateProxy(source: LabgateSource, options: ProxyOptions): Prox
     } catch (error) {
       return auth.errorResponse(error, request);
     }
+  };
+}
+
+/** Next's request handler for a custom server (`app.getRequestHandler()`). */
+export type NextRequestHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+/** Methods Fetch refuses to carry: Next cannot build a `Request` for them and answers 500. */
+const UNCARRIED = new Set(['TRACE', 'TRACK', 'CONNECT']);
+
+/**
+ * For a custom server: Next's request handler, except that a request to labgate's routes with a
+ * method Fetch cannot carry (`TRACE`, `TRACK`, `CONNECT`) gets labgate's 405 with the route's `Allow`,
+ * where Next alone answers 500.
+ * @example
+ * ```ts
+ * const app = next({ dev: false });
+ * await app.prepare();
+ * createServer(wrapRequestHandler(auth, app.getRequestHandler())).listen(3000);
+ * ```
+ */
+export function wrapRequestHandler(auth: Labgate, handle: NextRequestHandler): NextRequestHandler {
+  return async (req, res) => {
+    const target = req.url ?? '/';
+    if (!UNCARRIED.has((req.method ?? '').toUpperCase()) || routeOf(target, auth.options.prefix) === null)
+      return handle(req, res);
+    // The error page needs only the route (for its Allow) and what the client accepts.
+    const path = new URL(target, 'http://labgate.invalid').pathname;
+    const stand = new Request(`${auth.options.origin}${path}`, {
+      headers: { accept: req.headers.accept ?? '' },
+    });
+    await sendWebResponse(res, auth.errorResponse(new LabgateError('method_not_allowed'), stand), {
+      method: 'GET',
+    });
   };
 }

@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -38,6 +38,17 @@ async function freePort(): Promise<number> {
   const { port } = probe.address() as AddressInfo;
   await new Promise<void>((resolve) => probe.close(() => resolve()));
   return port;
+}
+
+/** Sends one request line over a raw socket; resolves with the whole answer (the server closes). */
+async function rawRequest(origin: string, line: string): Promise<string> {
+  const { port } = new URL(origin);
+  const socket = connect(Number(port), '127.0.0.1');
+  socket.write(`${line}\r\nHost: 127.0.0.1:${port}\r\nAccept: application/json\r\nConnection: close\r\n\r\n`);
+  let answer = '';
+  socket.setEncoding('utf8');
+  for await (const chunk of socket) answer += chunk;
+  return answer;
 }
 
 /** A memory store that fails every call while `down` is set. */
@@ -301,6 +312,11 @@ describe('the reference app of examples/next, built and served by its custom ser
     }
     const session = await fetch(`${origin}/auth/session`, { headers: { accept: 'application/json' } });
     expect(session.status).toBe(401);
+    // A method Fetch cannot carry, over a raw socket: labgate's 405 through the custom server.
+    const trace = await rawRequest(origin, 'TRACE /auth/login HTTP/1.1');
+    expect(trace).toMatch(/^HTTP\/1\.1 405 /);
+    expect(trace).toMatch(/\r\nallow: GET, HEAD\r\n/i);
+    expect(trace).toContain('"error":"method_not_allowed"');
   });
 
   it('answers 503 with a page while the store is down, never a stack trace', async () => {
