@@ -127,6 +127,20 @@ function standIn(auth: Labgate, request: FastifyRequest): Request {
   }
 }
 
+/**
+ * labgate's answer, to send as Fastify sends a `Response`. A `Set-Cookie` set on the raw response
+ * before (by a Node middleware) moves to the reply: Fastify writes its own `Set-Cookie` with
+ * `writeHead`, which would replace it (fastify/fastify#6979), and every cookie is its own header.
+ */
+function withRawCookies(reply: FastifyReply, response: Response): Response {
+  const early = reply.raw.getHeader('set-cookie');
+  if (early !== undefined && response.headers.has('set-cookie')) {
+    reply.raw.removeHeader('set-cookie');
+    reply.header('set-cookie', Array.isArray(early) ? early : [String(early)]);
+  }
+  return response;
+}
+
 const plugin: FastifyPluginCallback<FastifyLabgateOptions> = (fastify, options, done) => {
   const auth = options.labgate;
   if (!isLabgate(auth)) {
@@ -156,7 +170,7 @@ const plugin: FastifyPluginCallback<FastifyLabgateOptions> = (fastify, options, 
       return;
     }
     auth.handle(webRequest).then(
-      (response) => (response ? reply.send(response) : reply.callNotFound()),
+      (response) => (response ? reply.send(withRawCookies(reply, response)) : reply.callNotFound()),
       (error: unknown) => reply.send(error),
     );
   };
@@ -201,10 +215,9 @@ const plugin: FastifyPluginCallback<FastifyLabgateOptions> = (fastify, options, 
     // The error handler's body goes, and its framing with it.
     reply.removeHeader('content-type');
     reply.removeHeader('content-length');
-    next(
-      null,
-      error instanceof GuardRefusal ? error.response : auth.errorResponse(error, standIn(auth, request)),
-    );
+    const response =
+      error instanceof GuardRefusal ? error.response : auth.errorResponse(error, standIn(auth, request));
+    next(null, withRawCookies(reply, response));
   });
 
   // Fastify's router knows labgate's routes (they are listed, and no not-found handler runs for
