@@ -132,6 +132,11 @@ export class LabgateError extends Error {
   get status(): number {
     return ERROR_CODES[this.code].status;
   }
+
+  /** The same, under the name Fastify's and other hosts' error handlers read. */
+  get statusCode(): number {
+    return this.status;
+  }
 }
 
 /** Whether a value is a {@link LabgateError}, across package copies. */

@@ -1,15 +1,18 @@
 /**
  * Bodies on labgate's routes (docs/security.md, HTTP-1): one capped reader (forms 8 KiB, webhooks
  * `webhookMaxBytes`), 413 above the cap with the connection closed, same-origin and session checks
- * before a byte is read, and memory that stays flat under a 64 MiB body, on node:http and on Express.
+ * before a byte is read, and memory that stays flat under a 64 MiB body, on node:http, Express and
+ * Fastify.
  */
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import Fastify from 'fastify';
 import { afterAll, describe, expect, it } from 'vitest';
 import { labgate as labgateMiddleware } from '../../src/adapters/express.js';
+import { labgate as fastifyLabgate } from '../../src/adapters/fastify.js';
 import { createNodeListener } from '../../src/adapters/node.js';
 import { createLabgate, type LabgateOptions } from '../../src/core/index.js';
 
@@ -115,6 +118,13 @@ const HOSTS = {
         origin: ORIGIN,
       }),
     );
+  },
+  fastify: async (options: Partial<LabgateOptions> = {}) => {
+    const app = Fastify();
+    await app.register(fastifyLabgate, { labgate: auth(options) });
+    app.all('/*', async () => 'app');
+    await app.ready();
+    return listen((req, res) => app.routing(req, res));
   },
   express: (options: Partial<LabgateOptions> = {}) => {
     const app = express();
