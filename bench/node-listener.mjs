@@ -4,7 +4,7 @@
  * a request to a Web `Request` and writing the `Response` back costs, alone and under labgate.
  *
  *   node bench/node-listener.mjs [--rounds 5] [--duration 4] [--connections 50] [--warmup 2]
- *                                [--before REF] [--instructions N [--repeats 3]]
+ *                                [--before REF] [--instructions N [--repeats 3]] [--only KEYS]
  *
  * Contestants, each its own Node process on 127.0.0.1, each answering `GET /me` with the same small
  * JSON (`{ id, username, name, email }`):
@@ -16,7 +16,8 @@
  *                  signed-in cookie (a real sign-in through the GitLab emulator), answering
  *                  `LightResponse.json` of the session's user
  *   labgateNative  the same answering `Response.json`
- *   before         (with --before REF) `listener` with src/adapters/node.ts as it was at REF
+ *   before         (with --before REF) src/adapters/node.ts as it was at REF, the handler returning
+ *                  `LightResponse.json(user)` where REF has it, else `Response.json(user)`
  *
  * labgate/node is compiled from src/adapters/node.ts (typescript's transpileModule, into a temporary
  * folder), so the work tree is measured; labgate's core and the emulator come from the package's
@@ -26,7 +27,8 @@
  * around it. Besides req/s, each run reads the server's CPU time from /proc: CPU per request moves
  * much less than req/s on a shared machine, so it decides. `--instructions N` instead counts
  * instructions per request under valgrind's callgrind (bench/callgrind.mjs), which does not move with
- * the machine's load at all. Every run is bounded by wrk's -d, the whole by a watchdog.
+ * the machine's load at all. `--only KEYS` (comma-separated) measures only those beside the anchor,
+ * for a quick A/B. Every run is bounded by wrk's -d, the whole by a watchdog.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -58,10 +60,17 @@ if (process.argv[2] === '--serve') {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     });
-  } else if (kind === 'listener' || kind === 'before') {
+  } else if (kind === 'listener') {
     server.on(
       'request',
       node.createNodeListener(() => Response.json(USER)),
+    );
+  } else if (kind === 'before') {
+    // LightResponse where that version has it, so an A/B of two versions compares like with like.
+    const json = node.LightResponse ? node.LightResponse.json : (data) => Response.json(data);
+    server.on(
+      'request',
+      node.createNodeListener(() => json(USER)),
     );
   } else if (kind === 'listenerLight') {
     server.on(
@@ -117,6 +126,7 @@ async function bench() {
       before: { type: 'string' },
       instructions: { type: 'string' },
       repeats: { type: 'string', default: '3' },
+      only: { type: 'string' },
     },
   });
   const int = (name, max, min = 1) => {
@@ -209,7 +219,7 @@ async function bench() {
         ? [
             {
               key: 'before',
-              label: `createNodeListener at ${args.before}, \`Response.json\``,
+              label: `createNodeListener at ${args.before} (\`LightResponse.json\` where it has it, else \`Response.json\`)`,
               module: before,
               target: '',
             },
@@ -217,6 +227,13 @@ async function bench() {
         : []),
     ];
 
+    if (args.only) {
+      const keep = new Set(['bare', ...args.only.split(',')]);
+      for (const key of keep) {
+        if (!contestants.some((c) => c.key === key)) throw new Error(`--only: no contestant ${key}`);
+      }
+      contestants.splice(0, contestants.length, ...contestants.filter((c) => keep.has(c.key)));
+    }
     const start = (c) =>
       new Promise((resolve, reject) => {
         const script = fileURLToPath(import.meta.url);
@@ -294,15 +311,18 @@ async function bench() {
         log: (line) => process.stderr.write(`bench: ${line}\n`),
       });
       const per = (key) => median(counts[key].map((r) => r.Ir));
+      // The servers run each repeat side by side: a repeat's ratio pairs counts of the same stretch
+      // (a collection in one repeat moves every server's count).
+      const paired = (key) => median(counts[key].map((r, i) => counts.bare[i].Ir / r.Ir));
       const lines = [
         `Command: \`${command}\``,
         `Each server under \`valgrind --tool=callgrind\`, ${instructions} requests per count over one keep-alive connection, after ${5 * instructions} of warm-up; median of the repeats.`,
         '',
-        '| contestant | instructions per request (median) | repeats | ratio to bare (instructions) | target |',
+        '| contestant | instructions per request (median) | repeats | ratio to bare (median over the repeats, each paired) | target |',
         '|---|---:|---|---:|---|',
         ...servers.map(
           (s) =>
-            `| ${s.label} | ${Math.round(per(s.key)).toLocaleString('en')} | ${counts[s.key].map((r) => Math.round(r.Ir).toLocaleString('en')).join(', ')} | ${(per('bare') / per(s.key)).toFixed(2)} | ${s.target} |`,
+            `| ${s.label} | ${Math.round(per(s.key)).toLocaleString('en')} | ${counts[s.key].map((r) => Math.round(r.Ir).toLocaleString('en')).join(', ')} | ${paired(s.key).toFixed(2)} | ${s.target} |`,
         ),
       ];
       process.stdout.write(`${lines.join('\n')}\n`);

@@ -604,10 +604,6 @@ export function createNodeListener(
   };
 
   return (req, res) => {
-    void respond(req, res).catch((error: unknown) => report(error, req));
-  };
-
-  async function respond(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let request: Request;
     try {
       request = lazyRequest(req, res, origin, trustProxy, outer);
@@ -618,29 +614,41 @@ export function createNodeListener(
       else sendText(res, 400, 'Bad Request');
       return;
     }
-    let response: Response | null;
-    try {
-      response = await handler(request);
+    const failed = (error: unknown) => {
+      // A handler that gave up because the client left is not an error worth a log line.
+      if (!(request.signal.aborted && isAbortError(error, request.signal))) report(error, req);
+      if (!res.headersSent) sendText(res, 500, 'Internal Server Error');
+      else if (!res.writableEnded) res.destroy();
+    };
+    const answer = (response: Response | null) => {
       if (response === null) {
         notFound(req, res);
         return;
       }
       if (!(response instanceof GlobalResponse)) {
-        throw new TypeError('createNodeListener: the handler returned neither a Response nor null');
+        failed(new TypeError('createNodeListener: the handler returned neither a Response nor null'));
+        return;
       }
+      try {
+        writeResponse(res, response, request.method)?.catch((error: unknown) => report(error, req));
+      } catch (error) {
+        report(error, req);
+      }
+    };
+    let result: ReturnType<FetchHandler>;
+    try {
+      result = handler(request);
     } catch (error) {
-      // A handler that gave up because the client left is not an error worth a log line.
-      if (!(request.signal.aborted && isAbortError(error, request.signal))) report(error, req);
-      if (!res.headersSent) sendText(res, 500, 'Internal Server Error');
-      else if (!res.writableEnded) res.destroy();
+      failed(error);
       return;
     }
-    try {
-      await writeResponse(res, response, request.method);
-    } catch (error) {
-      report(error, req);
-    }
-  }
+    // A handler that answers synchronously is answered in the same turn.
+    if (result === null || result instanceof GlobalResponse) answer(result);
+    else
+      Promise.resolve(result)
+        .then(answer, failed)
+        .catch((error: unknown) => report(error, req));
+  };
 }
 
 /**
