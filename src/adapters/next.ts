@@ -136,12 +136,14 @@ let nextHeaders: Promise<typeof import('next/headers.js')> | undefined;
  * ```
  */
 export async function getSession(source: LabgateSource): Promise<Session | null> {
-  const auth = await instanceOf(source)();
   // Loaded at the first call: Next's request scope (its AsyncLocalStorage) exists only once Next runs,
   // and a module that imports next/headers early, outside Next, would break it for the process.
   nextHeaders ??= import('next/headers.js');
   const { headers } = await nextHeaders;
-  return auth.sessionOf((await headers()).get('cookie'));
+  // The headers first: reading them tells Next the page is dynamic, so a build does not prerender it
+  // (and never creates labgate without the app's secrets).
+  const cookie = (await headers()).get('cookie');
+  return (await instanceOf(source)()).sessionOf(cookie);
 }
 
 /** What {@link requireUser} hands its route handler besides the request. */
@@ -301,11 +303,13 @@ const UNCARRIED = new Set(['TRACE', 'TRACK', 'CONNECT']);
  * createServer(wrapRequestHandler(auth, app.getRequestHandler())).listen(3000);
  * ```
  */
-export function wrapRequestHandler(auth: Labgate, handle: NextRequestHandler): NextRequestHandler {
+export function wrapRequestHandler(source: LabgateSource, handle: NextRequestHandler): NextRequestHandler {
+  const labgate = instanceOf(source);
   return async (req, res) => {
+    if (!UNCARRIED.has((req.method ?? '').toUpperCase())) return handle(req, res);
+    const auth = await labgate();
     const target = req.url ?? '/';
-    if (!UNCARRIED.has((req.method ?? '').toUpperCase()) || routeOf(target, auth.options.prefix) === null)
-      return handle(req, res);
+    if (routeOf(target, auth.options.prefix) === null) return handle(req, res);
     // The error page needs only the route (for its Allow) and what the client accepts.
     const path = new URL(target, 'http://labgate.invalid').pathname;
     const stand = new Request(`${auth.options.origin}${path}`, {

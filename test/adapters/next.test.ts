@@ -267,6 +267,12 @@ describe('the reference app of examples/next, built and served by its custom ser
     const me = JSON.parse((await browser.get(`${origin}/me`)).body);
     expect(me).toMatchObject({ username: 'alice', emailVerified: true });
     expect((await browser.get(`${origin}/`)).body).toContain('Hello, Alice');
+    // A server component reads the same session (getSession, read-only).
+    const account = await browser.get(`${origin}/account`);
+    expect(account.status).toBe(200);
+    expect(account.body).toMatch(/data-testid="name">Alice[^<]*</);
+    expect(account.body).toMatch(/data-testid="username">@(<!-- -->)?alice</);
+    expect(account.headers.getSetCookie()).toEqual([]);
     const out = await browser.request(`${origin}/auth/logout`, {
       method: 'POST',
       body: new URLSearchParams(),
@@ -286,6 +292,10 @@ describe('the reference app of examples/next, built and served by its custom ser
     expect(page.status).toBe(302);
     // Next makes a same-origin Location relative again.
     expect(page.headers.get('location')).toBe('/auth/login?returnTo=%2Fprofile%3Ftab%3D2');
+    // A server component sends a signed-out visitor to sign in with Next's redirect.
+    const account = await navigationFetch(`${origin}/account`, { headers: { accept: 'text/html' } });
+    expect(account.status).toBe(307);
+    expect(account.headers.get('location')).toBe('/auth/login?returnTo=%2Faccount');
     const script = await fetch(`${origin}/me`);
     expect(script.status).toBe(401);
     expect(await script.json()).toMatchObject({ error: 'session_required' });
