@@ -337,5 +337,9 @@ describe('the reference app of examples/next, built and served by its custom ser
       expect(page.status, path).toBe(503);
       expect(await page.text()).not.toMatch(/ at |node_modules|\.ts:\d/);
     }
+    // A server component cannot answer with a Response: Next's own error page, without a stack trace.
+    const account = await navigationFetch(`${origin}/account`, { headers: { cookie, accept: 'text/html' } });
+    expect(account.status).toBe(500);
+    expect(await account.text()).not.toMatch(/ at |node_modules|\.ts:\d|the store is down/);
   });
 });
