@@ -3,10 +3,13 @@
  * in through it, then prints where to go and how to sign in. With GITLAB_URL, GITLAB_CLIENT_ID and
  * GITLAB_CLIENT_SECRET set, the same app signs in against that GitLab instead.
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
+import { createRequire } from 'node:module';
 import { join, relative, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { demoFixtures, type RunningEmulator, startEmulator } from 'labgate/emulator';
 import type { Env } from './serve.js';
 
@@ -18,8 +21,25 @@ const HOSTS: Record<
   express: () => import('./express/server.js'),
   fastify: () => import('./fastify/server.js'),
   hono: () => import('./hono/server.js'),
+  next: async () => {
+    buildNextApp();
+    return import('./next/server.js');
+  },
   node: () => import('./node/server.js'),
 };
+
+/** The Next.js example runs from its build: `next build examples/next` once, when there is none. */
+function buildNextApp(): void {
+  const project = fileURLToPath(new URL('../../examples/next/', import.meta.url));
+  if (existsSync(join(project, '.next', 'BUILD_ID'))) return;
+  process.stdout.write('  labgate demo: building the Next.js example once (next build examples/next)…\n');
+  const nextBin = createRequire(import.meta.url).resolve('next/dist/bin/next');
+  const built = spawnSync(process.execPath, [nextBin, 'build', project], {
+    stdio: 'inherit',
+    env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1', NODE_ENV: 'production' },
+  });
+  if (built.status !== 0) throw new Error('next build examples/next failed');
+}
 
 const DATA = process.env['LABGATE_DATA'] ?? '.labgate';
 

@@ -1,18 +1,24 @@
 /**
- * Runs the example app on Next.js from the environment (README.md, "Configuration"): GITLAB_URL,
- * GITLAB_CLIENT_ID, GITLAB_CLIENT_SECRET, GITLAB_SCOPES, LABGATE_URL, LABGATE_SECRET, LABGATE_STORE,
- * PORT. Next's custom server: the app built by `next build examples/next`, served in this process on a
- * node:http server with the same timeouts as the Express example.
+ * Runs the example app on Next.js from the environment (README.md, "Configuration"; examples/serve.ts).
+ * Next's custom server: the app built by `next build examples/next`, served in this process on a
+ * node:http server with the same timeouts as every example.
  */
 import { existsSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LabgateOptions } from 'labgate';
 import { wrapRequestHandler } from 'labgate/next';
 import nextModule from 'next';
-import { createHttpServer, type ServerTimeouts } from '../express/server.js';
-import { createExampleLabgate, provideLabgate } from './lib/labgate.js';
+import {
+  type Env,
+  labgateFromEnv,
+  listen,
+  runWhenMain,
+  type ServerTimeouts,
+  serverOptions,
+} from '../serve.js';
+import { provideLabgate } from './lib/labgate.js';
 
 // Next is CommonJS (`module.exports = createServer`); its types describe it as an ES module's default.
 const next = nextModule as unknown as typeof nextModule.default;
@@ -31,11 +37,11 @@ function projectDir(): string {
  * ```
  */
 export async function startExampleApp(
-  env: Record<string, string | undefined> = process.env,
+  env: Env = process.env,
   overrides: Partial<LabgateOptions> = {},
   timeouts: ServerTimeouts = {},
 ): Promise<{ server: Server; url: string }> {
-  const { auth, store } = await createExampleLabgate(env, overrides);
+  const auth = await labgateFromEnv(env, overrides);
   const port = Number(env['PORT'] ?? 3000);
   const host = env['HOST'] ?? '127.0.0.1';
   // The app's routes find this instance (lib/labgate.ts): one labgate, one store, for the process.
@@ -45,37 +51,22 @@ export async function startExampleApp(
     await app.prepare();
   } catch (error) {
     provideLabgate(null);
-    await store.close?.();
+    await auth.store.close?.();
     throw error;
   }
   const handle = wrapRequestHandler(auth, app.getRequestHandler());
-  const server = createHttpServer((req, res) => {
+  const server = createServer(serverOptions(timeouts), (req, res) => {
     handle(req, res).catch(() => {
       // Next answers its own errors; this is a failure to answer at all.
       if (!res.headersSent) res.writeHead(500);
       res.end();
     });
-  }, timeouts);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
   });
   server.on('close', () => {
     provideLabgate(null);
     void app.close();
-    void store.close?.();
   });
-  return { server, url: auth.options.origin };
+  return listen(server, env, auth);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  startExampleApp()
-    .then(({ url }) => process.stdout.write(`labgate example (Next.js) listening at ${url}\n`))
-    .catch((error: unknown) => {
-      process.stderr.write(`labgate example: ${error instanceof Error ? error.message : String(error)}\n`);
-      process.exitCode = 1;
-    });
-}
+runWhenMain(import.meta.url, 'Next.js', () => startExampleApp());

@@ -14,6 +14,8 @@ import { handlers, labgateProxy, requireUser } from '../../src/adapters/next.js'
 import { createLabgate, type Labgate, MemoryStore } from '../../src/core/index.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
 import { testSecret } from '../core/harness.js';
+import { launchChromium, skipBrowserTests } from '../e2e/browser.js';
+import { authorize, enterPassword, listedProjects, openGitLabSignIn, text } from '../e2e/stack.js';
 import { Browser, navigationFetch } from '../emulator/browser.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -284,6 +286,27 @@ describe('the reference app of examples/next, built and served by its custom ser
       401,
     );
   });
+
+  it.skipIf(skipBrowserTests)(
+    'signs alice in in a real browser (chromium), profile and sign-out',
+    async () => {
+      const chromium = await launchChromium();
+      try {
+        const { page } = chromium;
+        const stack = { gitlab, origin, close: async () => {} };
+        await openGitLabSignIn(page, stack);
+        await enterPassword(page, 'alice');
+        await authorize(page, stack);
+        expect(await text(page, 'name')).toBe('Alice Liddell');
+        expect(await listedProjects(page)).toContain('Acme / App');
+        await page.getByRole('button', { name: 'Sign out' }).click();
+        await page.waitForURL(`${origin}/`);
+        expect(await text(page, 'sign-in')).toBe('Sign in with GitLab');
+      } finally {
+        await chromium.close();
+      }
+    },
+  );
 
   it('sends signed-out browsers to sign in and answers scripts 401, at the proxy and the route', async () => {
     const page = await navigationFetch(`${origin}/profile?tab=2`, {

@@ -146,7 +146,7 @@ describe('LABGATE_EXAMPLE', () => {
     const { output, code } = await runDemo('rails');
     expect(code).toBe(1);
     expect(output.trim()).toBe(
-      'labgate demo: LABGATE_EXAMPLE must be one of express, fastify, hono, node (it is "rails")',
+      'labgate demo: LABGATE_EXAMPLE must be one of express, fastify, hono, next, node (it is "rails")',
     );
   });
 });

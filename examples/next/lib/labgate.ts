@@ -3,8 +3,8 @@
  * Next bundles each route on its own, so a module-level variable would exist once per route: the
  * instance lives on `globalThis` instead, where the custom server (server.ts) puts the one it made.
  */
-import { createLabgate, type Labgate, type LabgateOptions, optionsFromEnv, type Store } from 'labgate';
-import { DEFAULT_STORE, describeStore, openStore } from 'labgate/stores';
+import type { Labgate, LabgateOptions, Store } from 'labgate';
+import { labgateFromEnv } from '../../serve.js';
 
 /** Where the process's labgate lives (a registered symbol: every bundle of the app finds the same). */
 export const LABGATE_KEY: unique symbol = Symbol.for('labgate.example.next') as never;
@@ -12,7 +12,7 @@ export const LABGATE_KEY: unique symbol = Symbol.for('labgate.example.next') as 
 type Holder = { [LABGATE_KEY]?: Promise<Labgate> };
 
 /**
- * Creates the example's labgate and opens its store, as examples/express/server.ts does.
+ * Creates the example's labgate and opens its store, as every example does (examples/serve.ts).
  * @example
  * ```ts
  * const { auth, store } = await createExampleLabgate(process.env);
@@ -22,16 +22,8 @@ export async function createExampleLabgate(
   env: Record<string, string | undefined>,
   overrides: Partial<LabgateOptions> = {},
 ): Promise<{ auth: Labgate; store: Store }> {
-  const storeUrl = env['LABGATE_STORE'] ?? DEFAULT_STORE;
-  const store = overrides.store ?? (await openStore(storeUrl));
-  const auth = createLabgate({
-    scopes: 'openid profile email read_user read_api',
-    ...optionsFromEnv(env),
-    ...overrides,
-    store,
-  });
-  if (!overrides.store) auth.options.logger.info(`labgate example: sessions in ${describeStore(storeUrl)}`);
-  return { auth, store };
+  const auth = await labgateFromEnv(env, overrides);
+  return { auth, store: auth.store };
 }
 
 /**
