@@ -1153,6 +1153,24 @@ describe('createNodeListener: the lazy request', () => {
     });
   });
 
+  // Node 20 and 22 read a Request given as input through symbols the lazy request answers; later
+  // versions keep private fields no other object can answer (documented on createNodeListener).
+  it.runIf(Number(process.versions.node.split('.')[0]) <= 22)(
+    'can be the input of new Request(request) on Node 20 and 22',
+    async () => {
+      const outcome = deferred<string[]>();
+      const { port } = await serve(
+        createNodeListener(async (request) => {
+          const copy = new Request(request);
+          outcome.resolve([copy.method, copy.url, copy.headers.get('x-trace') ?? '', await copy.text()]);
+          return new Response('ok');
+        }),
+      );
+      await send(port, { method: 'POST', path: '/in', headers: ['X-Trace', 't2'], body: 'as input' });
+      expect(await outcome.promise).toEqual(['POST', `http://127.0.0.1:${port}/in`, 't2', 'as input']);
+    },
+  );
+
   it('gives an aborted signal when first read after the client left', async () => {
     const entered = deferred();
     const left = deferred();
