@@ -18,13 +18,13 @@ import type { Store } from './store.js';
 /** Options of {@link createLabgate}. */
 export interface LabgateOptions {
   /** GitLab base URL, with its sub-path if any (`https://gitlab.example.com/gitlab`). Default `https://gitlab.com`. */
-  gitlabUrl?: string;
+  gitlabUrl?: string | undefined;
   /** The OAuth application's id. */
   clientId: string;
   /** The application's secret (confidential apps). Without it labgate acts as a public client (PKCE only). */
-  clientSecret?: string;
+  clientSecret?: string | undefined;
   /** Scopes to request. Default `openid profile email`. */
-  scopes?: string | readonly string[];
+  scopes?: string | readonly string[] | undefined;
   /** The app's public origin (`LABGATE_URL`); the redirect URI is this plus `/auth/callback`. */
   url: string;
   /** `LABGATE_SECRET`: base64url secrets of ≥ 32 bytes, newest first (comma-separated or a list). */
