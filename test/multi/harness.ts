@@ -20,7 +20,7 @@ import { Browser, type Page } from '../emulator/browser.js';
 export const SERVER_JS = fileURLToPath(new URL('../../build/examples/express/server.js', import.meta.url));
 
 /** What every app process prints once it listens. */
-const LISTENING = 'labgate example listening at ';
+const LISTENING = 'labgate example (Express) listening at ';
 
 const cleanups = new Set<() => Promise<void>>();
 
