@@ -21,7 +21,8 @@
  *     instructions per request over `--instructions` requests on one keep-alive connection, `--repeats`
  *     times; a repeat's ratio pairs the two servers of a host counted at the same time.
  *
- *   --only HOSTS  comma-separated: express, fastify, hono, node, next
+ *   --only HOSTS  comma-separated: express, fastify, hono, node, next; and node-sync (only when named):
+ *                 labgate/node with a handler that stays synchronous while the session is cached
  *   --no-build    measure the dist/ that is there instead of running `npm run build` first
  *   --instructions 0  no callgrind phase
  *   --profile     the servers of the load phase run under `node --cpu-prof` (bench/profiles/); prints
@@ -52,6 +53,14 @@ const HOSTS = [
   { key: 'hono', label: 'Hono (@hono/node-server)', bare: 'hosts/hono-bare', labgate: 'hosts/hono-labgate' },
   { key: 'node', label: '`node:http`', bare: 'hosts/node-bare', labgate: 'hosts/node-labgate' },
   { key: 'next', label: 'Next.js route handler', bare: 'hosts/next-bare', labgate: 'hosts/next-labgate' },
+  // Only with --only: the node:http handler kept synchronous while the session is cached.
+  {
+    key: 'node-sync',
+    label: '`node:http`, synchronous handler (`routeOf`, `sessionOf`)',
+    bare: 'hosts/node-bare',
+    labgate: 'hosts/node-labgate-sync',
+    optional: true,
+  },
 ];
 
 const { values: args } = parseArgs({
@@ -106,7 +115,7 @@ const only = args.only?.split(',').map((k) => k.trim());
 for (const key of only ?? [])
   if (!HOSTS.some((h) => h.key === key))
     fail(`--only: no host ${key} (${HOSTS.map((h) => h.key).join(', ')})`);
-const hosts = HOSTS.filter((h) => !only || only.includes(h.key));
+const hosts = HOSTS.filter((h) => (only ? only.includes(h.key) : !h.optional));
 const command = `node bench/hosts.mjs${process.argv.length > 2 ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
 
 // Load: 3 runs per host and round plus the warm-up; callgrind: node starts slowly under valgrind.
