@@ -151,16 +151,21 @@ export function createLabgate(input: LabgateOptions): Labgate {
     return tokens.accessToken(await rt.stateFor(session, 'getAccessToken'), force);
   }
 
+  /** The session when it is known without I/O (no session cookie, or one verified moments ago). */
+  function sessionOf(header: string | null | undefined): Session | null | Promise<Session | null> {
+    const state = sessions.fromCache(header);
+    if (state === null) return null;
+    if (state !== undefined && !checks.due(state)) return state.session;
+    return find(header);
+  }
+
   return {
     handle: routes.handle,
-    getSession: (request) => find(request.headers.get('cookie')),
-    sessionOf(header) {
-      // Known without I/O: no session cookie, or one verified moments ago whose re-check is not due.
-      const state = sessions.fromCache(header);
-      if (state === null) return null;
-      if (state !== undefined && !checks.due(state)) return state.session;
-      return find(header);
+    getSession(request) {
+      const found = sessionOf(request.headers.get('cookie'));
+      return found instanceof Promise ? found : Promise.resolve(found);
     },
+    sessionOf,
     guard: (rule) => createGuard(rt, checks, rule),
     getAccessToken: (session, opts = {}) => accessToken(session, opts.forceRefresh === true),
     on: (name, handler) => rt.events.on(name, handler),

@@ -28,8 +28,8 @@ export const ROUTE_METHODS: Readonly<Record<string, string>> = {
 };
 
 // A path that URL parsing would change: dot segments (also `%2e`-encoded), backslashes, and the tab
-// and newlines it drops. Only such a path pays for the parse.
-const NEEDS_PARSING = /[.%\\\t\n\r]/;
+// and newlines it drops. Only such a path pays for the parse (`/app.js` does not).
+const NEEDS_PARSING = /\/\.|%2e|[\\\t\n\r]/i;
 
 /**
  * The labgate route a request target (`/auth/login?returnTo=/`, or a URL's pathname) names, below
@@ -258,15 +258,17 @@ export function createRoutes(
     }
   }
 
-  async function handle(request: Request): Promise<Response | null> {
-    let path: string;
-    try {
-      path = new URL(request.url).pathname;
-    } catch {
-      return null;
-    }
-    const name = routeOf(path, prefix);
-    if (name === null) return null;
+  function handle(request: Request): Promise<Response | null> {
+    // A Request's URL is already parsed and serialised: its path is the text after the authority, up
+    // to the query, and most requests are not labgate's: no URL is parsed for them.
+    const url = request.url;
+    const at = url.indexOf('/', url.indexOf('//') + 2);
+    const name = at === -1 ? null : routeOf(url.slice(at), prefix);
+    if (name === null) return Promise.resolve(null);
+    return answer(request, name, new URL(url).pathname);
+  }
+
+  async function answer(request: Request, name: string, path: string): Promise<Response> {
     let response: Response;
     try {
       response = await route(request, name);
