@@ -16,12 +16,11 @@
  * @packageDocumentation
  */
 import { IncomingMessage, type ServerResponse } from 'node:http';
+import { hostGuard, type RequireUserOptions } from '../core/guards.js';
 import {
-  type Guard,
   type GuardRule,
   type Labgate,
   LabgateError,
-  normalisePolicy,
   type Policy,
   routeOf,
   type Session,
@@ -249,20 +248,7 @@ async function unconvertible(
   await sendWebResponse(res, auth.errorResponse(failure, stand), { method: 'GET' });
 }
 
-/** Options of {@link requireUser}. */
-export interface RequireUserOptions {
-  /** Answer 401 JSON instead of redirecting browsers to sign in (for APIs). Default: by the request. */
-  api?: boolean;
-}
-
-function isLabgate(value: unknown): value is Labgate {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as Labgate).handle === 'function' &&
-    typeof (value as Labgate).guard === 'function'
-  );
-}
+export type { RequireUserOptions } from '../core/guards.js';
 
 /**
  * Express middleware around a core guard (the rules are the core's: `Labgate.guard`). With the
@@ -274,22 +260,7 @@ function guarded(
   first: Labgate | RequireUserOptions | undefined,
   second: RequireUserOptions | undefined,
 ): Middleware {
-  const given = isLabgate(first) ? first : undefined;
-  const options = (isLabgate(first) ? second : first) ?? {};
-  const full: GuardRule = options.api === undefined ? rule : { ...rule, api: options.api };
-  const compiled = new WeakMap<Labgate, Guard>();
-  const guardOf = (auth: Labgate) => {
-    let guard = compiled.get(auth);
-    if (!guard) {
-      guard = auth.guard(full);
-      compiled.set(auth, guard);
-    }
-    return guard;
-  };
-  // A bad rule is a mistake in the app: with the instance, refuse it when the route is declared.
-  if (given) guardOf(given);
-  else if (rule.access !== undefined)
-    normalisePolicy(typeof rule.access === 'string' ? { allow: [rule.access] } : rule.access);
+  const { given, guardOf } = hostGuard(rule, first, second);
   return (req, res, next) => {
     const check = (ctx: LabgateContext) => {
       const outcome = guardOf(ctx.labgate).check({

@@ -18,13 +18,13 @@
  */
 import type { FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { hostGuard, type RequireUserOptions } from '../core/guards.js';
 import {
   type Guard,
   type GuardRule,
   isLabgateError,
   type Labgate,
   LabgateError,
-  normalisePolicy,
   type Policy,
   routeOf,
   type Session,
@@ -243,11 +243,7 @@ const plugin: FastifyPluginCallback<FastifyLabgateOptions> = (fastify, options, 
 export const labgate = fp(plugin, { name: 'labgate', fastify: '5.x' });
 export default labgate;
 
-/** Options of the guards. */
-export interface RequireUserOptions {
-  /** Answer 401 JSON instead of redirecting browsers to sign in (for APIs). Default: by the request. */
-  api?: boolean;
-}
+export type { RequireUserOptions } from '../core/guards.js';
 
 /**
  * A guard as Fastify and `@fastify/auth` call it: passes with `done()`, refuses with
@@ -261,11 +257,7 @@ export type LabgateGuard = (
 
 /** A Fastify hook around a core guard (the rules are the core's: `Labgate.guard`), compiled once per instance. */
 function guarded(rule: GuardRule, options: RequireUserOptions = {}): LabgateGuard {
-  const full: GuardRule = options.api === undefined ? rule : { ...rule, api: options.api };
-  // A bad policy is a mistake in the app: refuse it when the route is declared.
-  if (rule.access !== undefined)
-    normalisePolicy(typeof rule.access === 'string' ? { allow: [rule.access] } : rule.access);
-  const compiled = new WeakMap<Labgate, Guard>();
+  const { guardOf } = hostGuard<Labgate>(rule, options);
   return function labgateGuard(request, _reply, done) {
     const context = request.labgate;
     if (!context) {
@@ -276,12 +268,9 @@ function guarded(rule: GuardRule, options: RequireUserOptions = {}): LabgateGuar
       );
       return;
     }
-    let guard = compiled.get(context.labgate);
+    let guard: Guard;
     try {
-      if (!guard) {
-        guard = context.labgate.guard(full);
-        compiled.set(context.labgate, guard);
-      }
+      guard = guardOf(context.labgate);
     } catch (error) {
       done(error as Error);
       return;

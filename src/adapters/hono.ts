@@ -27,11 +27,10 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { hostGuard, type RequireUserOptions } from '../core/guards.js';
 import {
-  type Guard,
   type GuardRule,
   type Labgate,
-  normalisePolicy,
   type Policy,
   routeOf,
   type Session,
@@ -168,20 +167,7 @@ export function labgate(auth: Labgate): MiddlewareHandler<LabgateEnv> {
   });
 }
 
-/** Options of the guards. */
-export interface RequireUserOptions {
-  /** Answer 401 JSON instead of redirecting browsers to sign in (for APIs). Default: by the request. */
-  api?: boolean;
-}
-
-function isLabgate(value: unknown): value is Labgate {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as Labgate).handle === 'function' &&
-    typeof (value as Labgate).guard === 'function'
-  );
-}
+export type { RequireUserOptions } from '../core/guards.js';
 
 /**
  * Hono middleware around a core guard (the rules are the core's: `Labgate.guard`). With the instance
@@ -193,22 +179,7 @@ function guarded(
   first: Labgate | RequireUserOptions | undefined,
   second: RequireUserOptions | undefined,
 ): MiddlewareHandler<SignedInEnv> {
-  const given = isLabgate(first) ? first : undefined;
-  const options = (isLabgate(first) ? second : first) ?? {};
-  const full: GuardRule = options.api === undefined ? rule : { ...rule, api: options.api };
-  const compiled = new WeakMap<Labgate, Guard>();
-  const guardOf = (auth: Labgate) => {
-    let guard = compiled.get(auth);
-    if (!guard) {
-      guard = auth.guard(full);
-      compiled.set(auth, guard);
-    }
-    return guard;
-  };
-  // A bad rule is a mistake in the app: refuse it where the route is declared.
-  if (given) guardOf(given);
-  else if (rule.access !== undefined)
-    normalisePolicy(typeof rule.access === 'string' ? { allow: [rule.access] } : rule.access);
+  const { given, guardOf } = hostGuard(rule, first, second);
   const middleware = createMiddleware<LabgateEnv>(async (c, next) => {
     let ctx = c.get('labgate') as LabgateContext | undefined;
     if (!ctx) {

@@ -5,7 +5,7 @@
  * role or access gets 403. Adapters only translate their host's request into a {@link GuardRequest} and
  * the answer back.
  */
-import { accessFailureText, type Policy } from './access.js';
+import { accessFailureText, normalisePolicy, type Policy } from './access.js';
 import { LabgateError } from './errors.js';
 import { errorAnswer } from './pages.js';
 import type { AccessChecks } from './recheck.js';
@@ -117,4 +117,53 @@ export function createGuard(rt: Runtime, checks: AccessChecks, rule: GuardRule =
         );
     },
   };
+}
+
+/** The options every host's `requireUser`, `requireRole` and `requireAccess` take. */
+export interface RequireUserOptions {
+  /** Answer 401 JSON instead of redirecting browsers to sign in (for APIs). Default: by the request. */
+  api?: boolean;
+}
+
+/** What a host guard needs of a labgate instance. */
+interface Guarding {
+  handle(request: Request): unknown;
+  guard(rule?: GuardRule): Guard;
+}
+
+function isGuarding(value: unknown): value is Guarding {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Guarding).handle === 'function' &&
+    typeof (value as Guarding).guard === 'function'
+  );
+}
+
+/**
+ * What every adapter's guards share, written once: their arguments (an optional labgate instance,
+ * then {@link RequireUserOptions}), a bad rule refused where the route is declared, and the core guard
+ * compiled once per instance (`guardOf`), for a host that finds the instance on the request.
+ */
+export function hostGuard<L extends Guarding>(
+  rule: GuardRule,
+  first: L | RequireUserOptions | undefined,
+  second?: RequireUserOptions,
+): { given: L | undefined; guardOf(auth: L): Guard } {
+  const given = isGuarding(first) ? first : undefined;
+  const options = (given ? second : (first as RequireUserOptions | undefined)) ?? {};
+  const full: GuardRule = options.api === undefined ? rule : { ...rule, api: options.api };
+  const compiled = new WeakMap<L, Guard>();
+  const guardOf = (auth: L): Guard => {
+    let guard = compiled.get(auth);
+    if (!guard) {
+      guard = auth.guard(full);
+      compiled.set(auth, guard);
+    }
+    return guard;
+  };
+  if (given) guardOf(given);
+  else if (rule.access !== undefined)
+    normalisePolicy(typeof rule.access === 'string' ? { allow: [rule.access] } : rule.access);
+  return { given, guardOf };
 }
