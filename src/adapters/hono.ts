@@ -123,19 +123,16 @@ function refuse(response: Response, cause?: unknown): never {
  * session cookie, or one verified moments ago: the common request), after the store answered otherwise.
  * While the store is down, throws the 503 labgate's routes give (an `HTTPException`), never a stack trace.
  */
-async function attach(auth: Labgate, c: Context<LabgateEnv>): Promise<LabgateContext> {
+function attach(auth: Labgate, c: Context<LabgateEnv>): LabgateContext | Promise<LabgateContext> {
   const found = auth.sessionOf(c.req.header('cookie'));
-  let session: Session | null;
-  if (found instanceof Promise) {
-    try {
-      session = await found;
-    } catch (error) {
-      refuse(auth.errorResponse(error, c.req.raw), error);
-    }
-  } else session = found;
-  const ctx = new RequestContext(auth, session);
-  c.set('labgate', ctx);
-  return ctx;
+  const set = (session: Session | null) => {
+    const ctx = new RequestContext(auth, session);
+    c.set('labgate', ctx);
+    return ctx;
+  };
+  // The common request goes on in the same turn: no promise, no microtask hop before the app runs.
+  if (!(found instanceof Promise)) return set(found);
+  return found.then(set, (error: unknown) => refuse(auth.errorResponse(error, c.req.raw), error));
 }
 
 /**
@@ -155,15 +152,18 @@ async function attach(auth: Labgate, c: Context<LabgateEnv>): Promise<LabgateCon
  */
 export function labgate(auth: Labgate): MiddlewareHandler<LabgateEnv> {
   const prefix = auth.options.prefix;
-  return createMiddleware<LabgateEnv>(async (c, next) => {
+  return createMiddleware<LabgateEnv>((c, next) => {
     if (routeOf(targetOf(c.req.url), prefix) !== null) {
       // Hono hands over the Request itself: labgate reads it as it is (HEAD too: Hono strips the body).
-      const response = await auth.handle(c.req.raw);
-      if (response) return response;
+      return auth.handle(c.req.raw).then(async (response) => {
+        if (response) return response;
+        await attach(auth, c);
+        await next();
+        return undefined;
+      });
     }
-    await attach(auth, c);
-    await next();
-    return undefined;
+    const attached = attach(auth, c);
+    return attached instanceof Promise ? attached.then(() => next()) : next();
   });
 }
 
