@@ -16,29 +16,12 @@
  * @packageDocumentation
  */
 import { IncomingMessage, type ServerResponse } from 'node:http';
+import { type LabgateContext, RequestContext } from '../core/context.js';
 import { hostGuard, type RequireUserOptions } from '../core/guards.js';
-import {
-  type GuardRule,
-  type Labgate,
-  LabgateError,
-  type Policy,
-  routeOf,
-  type Session,
-  type SessionUser,
-} from '../core/index.js';
+import { type GuardRule, type Labgate, LabgateError, type Policy, routeOf } from '../core/index.js';
 import { sendWebResponse, toWebRequest } from './node.js';
 
-/** What labgate puts on each Express request (`req.labgate`). */
-export interface LabgateContext {
-  /** The signed-in user, or null. */
-  user: SessionUser | null;
-  /** The session, or null. */
-  session: Session | null;
-  /** The user's GitLab access token (refreshed when about to expire). Rejects without a session. */
-  accessToken(): Promise<string>;
-  /** The labgate instance. */
-  labgate: Labgate;
-}
+export type { LabgateContext } from '../core/context.js';
 
 declare global {
   namespace Express {
@@ -57,23 +40,6 @@ export interface ExpressOptions {
 
 type Next = (error?: unknown) => void;
 type Middleware = (req: ExpressRequest, res: ServerResponse, next: Next) => void;
-
-// A class, not an object literal with a closure: one small allocation on every request.
-class Context implements LabgateContext {
-  readonly user: SessionUser | null;
-  constructor(
-    readonly labgate: Labgate,
-    readonly session: Session | null,
-  ) {
-    this.user = session === null ? null : session.user;
-  }
-
-  accessToken(): Promise<string> {
-    return this.session
-      ? this.labgate.getAccessToken(this.session)
-      : Promise.reject(new TypeError('labgate: no signed-in user on this request'));
-  }
-}
 
 // Where `req.labgate` lives. Express gives each request a new prototype
 // (`Object.setPrototypeOf(req, app.request)`), after which V8 gives the request a shape of its own:
@@ -173,11 +139,11 @@ function attach(
 ): void {
   const found = auth.sessionOf(req.headers.cookie);
   if (!(found instanceof Promise)) {
-    then(setContext(req, new Context(auth, found)));
+    then(setContext(req, new RequestContext(auth, found)));
     return;
   }
   found.then(
-    (session) => then(setContext(req, new Context(auth, session))),
+    (session) => then(setContext(req, new RequestContext(auth, session))),
     (error: unknown) => {
       // Never a stack trace: the same page labgate's routes give when the store is unreachable.
       const request = new Request(`${auth.options.origin}/`, {

@@ -18,6 +18,7 @@
  */
 import type { FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { type LabgateContext, RequestContext } from '../core/context.js';
 import { hostGuard, type RequireUserOptions } from '../core/guards.js';
 import {
   type Guard,
@@ -27,22 +28,10 @@ import {
   LabgateError,
   type Policy,
   routeOf,
-  type Session,
-  type SessionUser,
 } from '../core/index.js';
 import { toWebRequest } from './node.js';
 
-/** What labgate puts on each Fastify request (`request.labgate`). */
-export interface LabgateContext {
-  /** The signed-in user, or null. */
-  user: SessionUser | null;
-  /** The session, or null. */
-  session: Session | null;
-  /** The user's GitLab access token (refreshed when about to expire). Rejects without a session. */
-  accessToken(): Promise<string>;
-  /** The labgate instance. */
-  labgate: Labgate;
-}
+export type { LabgateContext } from '../core/context.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -60,23 +49,6 @@ export interface FastifyLabgateOptions {
   labgate: Labgate;
   /** Trust `X-Forwarded-*` from a proxy in front of the app (only for labgate's own routes' client address). Default false. */
   trustProxy?: boolean;
-}
-
-// A class, not an object literal with a closure: one small allocation on every request.
-class Context implements LabgateContext {
-  readonly user: SessionUser | null;
-  constructor(
-    readonly labgate: Labgate,
-    readonly session: Session | null,
-  ) {
-    this.user = session === null ? null : session.user;
-  }
-
-  accessToken(): Promise<string> {
-    return this.session
-      ? this.labgate.getAccessToken(this.session)
-      : Promise.reject(new TypeError('labgate: no signed-in user on this request'));
-  }
 }
 
 /**
@@ -188,12 +160,12 @@ const plugin: FastifyPluginCallback<FastifyLabgateOptions> = (fastify, options, 
     }
     const found = auth.sessionOf(request.headers.cookie);
     if (!(found instanceof Promise)) {
-      request.labgate = new Context(auth, found);
+      request.labgate = new RequestContext(auth, found);
       next();
       return;
     }
     found.then((session) => {
-      request.labgate = new Context(auth, session);
+      request.labgate = new RequestContext(auth, session);
       next();
     }, next);
   });

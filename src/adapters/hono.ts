@@ -27,6 +27,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { type LabgateContext, RequestContext } from '../core/context.js';
 import { hostGuard, type RequireUserOptions } from '../core/guards.js';
 import {
   type GuardRule,
@@ -37,17 +38,7 @@ import {
   type SessionUser,
 } from '../core/index.js';
 
-/** What labgate puts in each request's context (`c.var.labgate`). */
-export interface LabgateContext {
-  /** The signed-in user, or null. */
-  user: SessionUser | null;
-  /** The session, or null. */
-  session: Session | null;
-  /** The user's GitLab access token (refreshed when about to expire). Rejects without a session. */
-  accessToken(): Promise<string>;
-  /** The labgate instance. */
-  labgate: Labgate;
-}
+export type { LabgateContext } from '../core/context.js';
 
 /** The context behind a guard that let the request through: there is a user. */
 export interface SignedInContext extends LabgateContext {
@@ -75,23 +66,6 @@ export type LabgateEnv = { Variables: LabgateVariables };
  * and `.session` are not null.
  */
 export type SignedInEnv = { Variables: { labgate: SignedInContext } };
-
-// A class, not an object literal with a closure: one small allocation per request.
-class RequestContext implements LabgateContext {
-  readonly user: SessionUser | null;
-  constructor(
-    readonly labgate: Labgate,
-    readonly session: Session | null,
-  ) {
-    this.user = session === null ? null : session.user;
-  }
-
-  accessToken(): Promise<string> {
-    return this.session
-      ? this.labgate.getAccessToken(this.session)
-      : Promise.reject(new TypeError('labgate: no signed-in user on this request'));
-  }
-}
 
 /** Path and query of a request's URL (`/reports?year=2026`): what a guard and `routeOf` read. */
 function targetOf(url: string): string {
