@@ -154,33 +154,44 @@ function guarded(
   second: RequireUserOptions | undefined,
 ): MiddlewareHandler<SignedInEnv> {
   const { given, guardOf } = hostGuard(rule, first, second);
-  const middleware = createMiddleware<LabgateEnv>(async (c, next) => {
-    let ctx = c.get('labgate') as LabgateContext | undefined;
-    if (!ctx) {
-      if (!given)
-        throw new TypeError(
-          'labgate: a guard needs app.use(labgate(auth)) before it, or the instance: requireUser(auth)',
-        );
-      ctx = await attach(given, c);
-    }
-    const outcome = guardOf(ctx.labgate).check({
-      method: c.req.method,
-      target: targetOf(c.req.url),
-      accept: c.req.header('accept'),
-      secFetchMode: c.req.header('sec-fetch-mode'),
-      session: ctx.session,
-    });
-    const refusal = outcome instanceof Promise ? await outcome : outcome;
-    if (refusal !== null) {
-      // The way to sign in is no error: returned, so that an onError styling errors cannot hide it.
-      if (refusal.status >= 300 && refusal.status < 400) return refusal;
-      refuse(refusal);
-    }
-    await next();
-    return undefined;
+  const middleware = createMiddleware<LabgateEnv>((c, next) => {
+    // The common request (session known, no GitLab check due) is decided in the same turn.
+    const decide = (ctx: LabgateContext): Handled => {
+      const outcome = guardOf(ctx.labgate).check({
+        method: c.req.method,
+        target: targetOf(c.req.url),
+        accept: c.req.header('accept'),
+        secFetchMode: c.req.header('sec-fetch-mode'),
+        session: ctx.session,
+      });
+      if (outcome === null) return next();
+      if (outcome instanceof Promise)
+        return outcome.then((refusal): Handled | Response => (refusal ? answer(refusal) : next()));
+      return new Promise((resolve) => resolve(answer(outcome)));
+    };
+    const ctx = c.get('labgate') as LabgateContext | undefined;
+    if (ctx) return decide(ctx);
+    if (!given)
+      throw new TypeError(
+        'labgate: a guard needs app.use(labgate(auth)) before it, or the instance: requireUser(auth)',
+      );
+    const attached = attach(given, c);
+    return attached instanceof Promise ? attached.then(decide) : decide(attached);
   });
   // Past the guard the context has a user; the cast only narrows the variable's type for the handler.
   return middleware as unknown as MiddlewareHandler<SignedInEnv>;
+}
+
+/** What a Hono middleware resolves to: a response, or nothing when `next()` answered. */
+type Handled = ReturnType<MiddlewareHandler<LabgateEnv>>;
+
+/**
+ * A guard's refusal as Hono takes it: the way to sign in is no error, so it is returned (an `onError`
+ * styling errors cannot hide it); a 401, 403 or 503 is thrown as an `HTTPException` carrying it.
+ */
+function answer(refusal: Response): Response {
+  if (refusal.status >= 300 && refusal.status < 400) return refusal;
+  return refuse(refusal);
 }
 
 /**
