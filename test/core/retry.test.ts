@@ -7,68 +7,22 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createGitLabClient, GitLabApiError } from '../../src/core/gitlab.js';
-import { createLabgate, type Labgate, type LabgateOptions } from '../../src/core/index.js';
 import { isConnectionReset } from '../../src/core/provider.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
-import { Browser, formWith, type Page, passwordOf, redirectingLink } from '../emulator/browser.js';
+import type { Browser, Page } from '../emulator/browser.js';
+import { APP, authorize, createHarness, type Harness } from './harness.js';
 
-const APP = 'http://127.0.0.1:3000';
-
-interface Harness {
-  labgate: Labgate;
-  logs: string[];
-  browser: () => Browser;
-}
-
-function createHarness(gitlab: RunningEmulator, options: Partial<LabgateOptions> = {}): Harness {
-  const app = gitlab.applications[0]!;
-  const logs: string[] = [];
-  const labgate = createLabgate({
-    gitlabUrl: gitlab.url,
-    clientId: app.uid,
-    clientSecret: app.secret,
-    url: APP,
-    secret: Buffer.alloc(32, 9).toString('base64url'),
-    logger: {
-      info: (m) => logs.push(`info ${m}`),
-      warn: (m) => logs.push(`warn ${m}`),
-      error: (m) => logs.push(`error ${m}`),
-    },
-    ...options,
-  });
-  const appFetch: typeof fetch = async (input, init) => {
-    const request = new Request(input, init);
-    if (new URL(request.url).origin !== APP) return fetch(request);
-    return (await labgate.handle(request)) ?? new Response('the app');
-  };
-  return { labgate, logs, browser: () => new Browser({ fetch: appFetch }) };
-}
-
-/** `/auth/login` in a new browser. */
+/** `/auth/login` in a new browser, whatever it answers. */
 async function login(h: Harness): Promise<{ browser: Browser; page: Page }> {
   const browser = h.browser();
   return { browser, page: await browser.get(`${APP}/auth/login`) };
 }
 
-/** Walks GitLab's sign-in and consent pages; returns the callback URL (not requested yet). */
-async function authorize(gitlab: RunningEmulator, browser: Browser, authorizeUrl: string): Promise<string> {
-  const outcome = await browser.signInAndAuthorize({
-    url: gitlab.url,
-    authorizeUrl,
-    login: 'alice',
-    password: passwordOf(gitlab, 'alice'),
-  });
-  if (outcome.kind === 'consent')
-    return (await browser.submit(formWith(outcome.page, { testId: 'authorization-button' }))).location!;
-  if (outcome.kind === 'redirect') return outcome.location;
-  return redirectingLink(outcome.page);
-}
-
 /** A whole sign-in, with `beforeCallback` run just before the browser returns to labgate. */
-async function signIn(gitlab: RunningEmulator, h: Harness, beforeCallback: () => void = () => {}) {
+async function signIn(h: Harness, beforeCallback: () => void = () => {}) {
   const { browser, page } = await login(h);
   expect(page.status, page.body).toBe(302);
-  const callbackUrl = await authorize(gitlab, browser, page.location!);
+  const callbackUrl = await authorize(h, browser, page.location!);
   beforeCallback();
   return browser.get(callbackUrl);
 }
@@ -134,7 +88,7 @@ describe('isConnectionReset', () => {
 describe('one dropped connection is sent again, a second fails cleanly', () => {
   it('userinfo', async () => {
     const h = createHarness(gitlab);
-    const once = await signIn(gitlab, h, () =>
+    const once = await signIn(h, () =>
       gitlab.control.injectFault({ path: '/oauth/userinfo', drop: true, times: 1 }),
     );
     expect(once.status, once.body).toBe(303);
@@ -142,7 +96,7 @@ describe('one dropped connection is sent again, a second fails cleanly', () => {
     expect(statuses('/oauth/userinfo')).toEqual([0, 200]);
 
     gitlab.control.clearRequests();
-    const twice = await signIn(gitlab, h, () =>
+    const twice = await signIn(h, () =>
       gitlab.control.injectFault({ path: '/oauth/userinfo', drop: true, times: 2 }),
     );
     expect(twice.status, twice.body).toBe(502);
@@ -152,7 +106,7 @@ describe('one dropped connection is sent again, a second fails cleanly', () => {
   });
 
   it('the JWKS', async () => {
-    const once = await signIn(gitlab, createHarness(gitlab), () =>
+    const once = await signIn(createHarness(gitlab), () =>
       gitlab.control.injectFault({ path: '/oauth/discovery/keys', drop: true, times: 1 }),
     );
     expect(once.status, once.body).toBe(303);
@@ -160,7 +114,7 @@ describe('one dropped connection is sent again, a second fails cleanly', () => {
 
     gitlab.control.clearRequests();
     // A new labgate: the first one holds the keys in its cache.
-    const twice = await signIn(gitlab, createHarness(gitlab), () =>
+    const twice = await signIn(createHarness(gitlab), () =>
       gitlab.control.injectFault({ path: '/oauth/discovery/keys', drop: true, times: 2 }),
     );
     expect(twice.status, twice.body).toBe(502);
@@ -192,14 +146,14 @@ describe('one dropped connection is sent again, a second fails cleanly', () => {
 
   it('/api/v4/user during the sign-in', async () => {
     const scopes = 'openid profile email read_api';
-    const once = await signIn(gitlab, createHarness(gitlab, { scopes }), () =>
+    const once = await signIn(createHarness(gitlab, { scopes }), () =>
       gitlab.control.injectFault({ path: '/api/v4/user', drop: true, times: 1 }),
     );
     expect(once.status, once.body).toBe(303);
     expect(statuses('/api/v4/user')).toEqual([0, 200]);
 
     gitlab.control.clearRequests();
-    const twice = await signIn(gitlab, createHarness(gitlab, { scopes }), () =>
+    const twice = await signIn(createHarness(gitlab, { scopes }), () =>
       gitlab.control.injectFault({ path: '/api/v4/user', drop: true, times: 2 }),
     );
     expect(twice.status, twice.body).toBe(502);
@@ -232,7 +186,7 @@ describe('one dropped connection is sent again, a second fails cleanly', () => {
 
   it('the session’s API client, through labgate', async () => {
     const h = createHarness(gitlab, { scopes: 'openid profile email read_api' });
-    const callback = await signIn(gitlab, h);
+    const callback = await signIn(h);
     expect(callback.status, callback.body).toBe(303);
     const cookie = sessionCookie(callback.headers)!.split(';')[0]!;
     const session = await h.labgate.sessionOf(cookie);
@@ -247,7 +201,7 @@ describe('one dropped connection is sent again, a second fails cleanly', () => {
 describe('never sent again', () => {
   it('the code exchange (a POST of a single-use code)', async () => {
     const h = createHarness(gitlab);
-    const callback = await signIn(gitlab, h, () =>
+    const callback = await signIn(h, () =>
       gitlab.control.injectFault({ path: '/oauth/token', drop: true, times: 1 }),
     );
     expect(callback.status, callback.body).toBe(502);
@@ -282,7 +236,7 @@ describe('never sent again', () => {
   it('a GET that timed out', async () => {
     // The fault holds only the first request: a second one would be answered at once.
     const h = createHarness(gitlab, { requestTimeout: 300 });
-    const callback = await signIn(gitlab, h, () =>
+    const callback = await signIn(h, () =>
       gitlab.control.injectFault({ path: '/oauth/userinfo', delayMs: 1500, times: 1 }),
     );
     expect(callback.status, callback.body).toBe(502);
@@ -313,7 +267,7 @@ describe('an emulator that closes idle keep-alive connections after a second', (
   it('serves sign-ins, userinfo and API reads without an unreachable GitLab', async () => {
     const h = createHarness(closing, { scopes: 'openid profile email read_api' });
     for (let round = 0; round < 3; round++) {
-      const callback = await signIn(closing, h);
+      const callback = await signIn(h);
       expect(callback.status, callback.body).toBe(303);
       const cookie = sessionCookie(callback.headers)!.split(';')[0]!;
       const session = await h.labgate.sessionOf(cookie);

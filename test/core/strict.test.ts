@@ -9,11 +9,10 @@ import type { AddressInfo } from 'node:net';
 import * as oauth from 'oauth4webapi';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createGitLabClient, GitLabApiError } from '../../src/core/gitlab.js';
-import { createLabgate, type Labgate, type LabgateOptions } from '../../src/core/index.js';
 import { parseStrictJson, repeatedMember, StrictJsonError } from '../../src/core/json.js';
 import { refusedAnswerStatus, toLabgateError } from '../../src/core/provider.js';
 import { createEmulatorServer, type EmulatorServer, type RunningEmulator } from '../../src/emulator/index.js';
-import { Browser, formWith, passwordOf, redirectingLink } from '../emulator/browser.js';
+import { createHarness, errorCode, type Harness, signIn as signInThrough } from './harness.js';
 
 // ---------------------------------------------------------------------------------------------------
 // The parser
@@ -95,74 +94,9 @@ describe('parseStrictJson', () => {
 // labgate against the emulator
 // ---------------------------------------------------------------------------------------------------
 
-const APP = 'http://127.0.0.1:3000';
-
-type Rewrite = (url: string, response: Response, init: RequestInit | undefined) => Promise<Response>;
-
-interface Harness {
-  labgate: Labgate;
-  logs: string[];
-  browser: () => Browser;
-}
-
-function createHarness(
-  gitlab: RunningEmulator,
-  options: Partial<LabgateOptions> & { rewrite?: Rewrite } = {},
-): Harness {
-  const { rewrite, ...rest } = options;
-  const app = gitlab.applications[0]!;
-  const logs: string[] = [];
-  const labgate = createLabgate({
-    gitlabUrl: gitlab.url,
-    clientId: app.uid,
-    clientSecret: app.secret,
-    url: APP,
-    secret: Buffer.alloc(32, 7).toString('base64url'),
-    logger: {
-      info: (m) => logs.push(`info ${m}`),
-      warn: (m) => logs.push(`warn ${m}`),
-      error: (m) => logs.push(`error ${m}`),
-    },
-    ...(rewrite
-      ? {
-          fetch: async (input: RequestInfo | URL, init?: RequestInit) => {
-            const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-            return rewrite(url, await fetch(input, init), init);
-          },
-        }
-      : {}),
-    ...rest,
-  });
-  const appFetch: typeof fetch = async (input, init) => {
-    const request = new Request(input, init);
-    if (new URL(request.url).origin !== APP) return fetch(request);
-    return (await labgate.handle(request)) ?? new Response('the app');
-  };
-  return { labgate, logs, browser: () => new Browser({ fetch: appFetch }) };
-}
-
 /** Signs in as `user` up to and including the callback; returns the callback's answer. */
-async function signIn(gitlab: RunningEmulator, h: Harness, user = 'alice') {
-  const browser = h.browser();
-  const login = await browser.get(`${APP}/auth/login`);
-  expect(login.status, login.body).toBe(302);
-  const outcome = await browser.signInAndAuthorize({
-    url: gitlab.url,
-    authorizeUrl: login.location!,
-    login: user,
-    password: passwordOf(gitlab, user),
-  });
-  let callbackUrl: string;
-  if (outcome.kind === 'consent') {
-    callbackUrl = (await browser.submit(formWith(outcome.page, { testId: 'authorization-button' })))
-      .location!;
-  } else if (outcome.kind === 'redirect') callbackUrl = outcome.location;
-  else callbackUrl = redirectingLink(outcome.page);
-  return browser.get(callbackUrl);
-}
-
-function errorCode(page: { body: string }): string | null {
-  return /Error <code>([a-z_]+)<\/code>/.exec(page.body)?.[1] ?? null;
+async function signIn(h: Harness, user = 'alice') {
+  return (await signInThrough(h, { user })).callback;
 }
 
 function sessionCookie(headers: Headers): string | undefined {
@@ -216,7 +150,7 @@ function sign(headerText: string, payloadText: string): string {
 /** A labgate whose token answers carry an ID token GitLab signed, with its header and payload rewritten. */
 function resigning(change: (header: string, payload: string) => { header: string; payload: string }) {
   return createHarness(gitlab, {
-    rewrite: async (url, response) => {
+    intercept: async (url, response) => {
       if (!url.endsWith('/oauth/token')) return response;
       const body = (await response.json()) as Record<string, unknown>;
       const [h, p] = String(body['id_token']).split('.');
@@ -235,8 +169,8 @@ function userinfoRequests(): number {
 
 describe('the Content-Type of a token answer', () => {
   it('an honest answer signs in (the baseline of the cases below)', async () => {
-    const h = createHarness(gitlab, { rewrite: async (_url, response) => response });
-    const callback = await signIn(gitlab, h);
+    const h = createHarness(gitlab, { intercept: async (_url, response) => response });
+    const callback = await signIn(h);
     expect(callback.status, callback.body).toBe(303);
     expect(sessionCookie(callback.headers)).toBeDefined();
   });
@@ -245,10 +179,10 @@ describe('the Content-Type of a token answer', () => {
     'a code exchange answered as %s creates no session (gitlab_error)',
     async (type) => {
       const h = createHarness(gitlab, {
-        rewrite: async (url, response) =>
+        intercept: async (url, response) =>
           url.endsWith('/oauth/token') ? withBody(response, await response.text(), type) : response,
       });
-      const callback = await signIn(gitlab, h);
+      const callback = await signIn(h);
       expect(callback.status, callback.body).toBe(502);
       expect(errorCode(callback)).toBe('gitlab_error');
       expect(sessionCookie(callback.headers)).toBeUndefined();
@@ -261,7 +195,7 @@ describe('the Content-Type of a token answer', () => {
 
   it('a code exchange answered without any Content-Type creates no session', async () => {
     const h = createHarness(gitlab, {
-      rewrite: async (url, response) => {
+      intercept: async (url, response) => {
         if (!url.endsWith('/oauth/token')) return response;
         const headers = new Headers(response.headers);
         headers.delete('content-type');
@@ -270,7 +204,7 @@ describe('the Content-Type of a token answer', () => {
         return new Response(new Blob([await response.arrayBuffer()]), { status: 200, headers });
       },
     });
-    const callback = await signIn(gitlab, h);
+    const callback = await signIn(h);
     expect(errorCode(callback)).toBe('gitlab_error');
     expect(sessionCookie(callback.headers)).toBeUndefined();
   });
@@ -278,7 +212,7 @@ describe('the Content-Type of a token answer', () => {
   it('a refresh answered as text/plain is refused (gitlab_error), and honest refreshes pass', async () => {
     let plain = false;
     const h = createHarness(gitlab, {
-      rewrite: async (url, response) =>
+      intercept: async (url, response) =>
         plain && url.endsWith('/oauth/token')
           ? withBody(response, await response.text(), 'text/plain')
           : response,
@@ -298,14 +232,14 @@ describe('the Content-Type of a token answer', () => {
 describe('JSON that names a member twice', () => {
   it('a token response naming a member twice creates no session and asks GitLab nothing more', async () => {
     const h = createHarness(gitlab, {
-      rewrite: async (url, response) => {
+      intercept: async (url, response) => {
         if (!url.endsWith('/oauth/token')) return response;
         // JSON.parse keeps the last `token_type`, the honest one: only the repetition is wrong.
         const text = await response.text();
         return withBody(response, text.replace('{', '{"token_type":"mac",'));
       },
     });
-    const callback = await signIn(gitlab, h);
+    const callback = await signIn(h);
     expect(callback.status, callback.body).toBe(502);
     expect(errorCode(callback)).toBe('gitlab_error');
     expect(sessionCookie(callback.headers)).toBeUndefined();
@@ -316,10 +250,7 @@ describe('JSON that names a member twice', () => {
   });
 
   it('an honest ID token re-signed by the test signs in (the baseline of the cases below)', async () => {
-    const callback = await signIn(
-      gitlab,
-      resigning((header, payload) => ({ header, payload })),
-    );
+    const callback = await signIn(resigning((header, payload) => ({ header, payload })));
     expect(callback.status, callback.body).toBe(303);
   });
 
@@ -358,7 +289,7 @@ describe('JSON that names a member twice', () => {
     'an ID token with %s is refused (id_token_invalid) before any further request',
     async (_name, change, part, member) => {
       const h = resigning(change);
-      const callback = await signIn(gitlab, h);
+      const callback = await signIn(h);
       expect(callback.status, callback.body).toBe(502);
       expect(errorCode(callback)).toBe('id_token_invalid');
       expect(sessionCookie(callback.headers)).toBeUndefined();
@@ -373,14 +304,14 @@ describe('JSON that names a member twice', () => {
 
   it('a JWKS naming a member twice is refused (gitlab_error), and no session is made', async () => {
     const h = createHarness(gitlab, {
-      rewrite: async (url, response) => {
+      intercept: async (url, response) => {
         if (!url.endsWith('/oauth/discovery/keys')) return response;
         // The first `keys` is empty; JSON.parse keeps the honest second one.
         const text = await response.text();
         return withBody(response, text.replace('{', '{"keys":[],'));
       },
     });
-    const callback = await signIn(gitlab, h);
+    const callback = await signIn(h);
     expect(callback.status, callback.body).toBe(502);
     expect(errorCode(callback)).toBe('gitlab_error');
     expect(sessionCookie(callback.headers)).toBeUndefined();
@@ -390,7 +321,7 @@ describe('JSON that names a member twice', () => {
 
   it('a key in the JWKS naming a member twice is refused too', async () => {
     const h = createHarness(gitlab, {
-      rewrite: async (url, response) => {
+      intercept: async (url, response) => {
         if (!url.endsWith('/oauth/discovery/keys')) return response;
         const text = await response.text();
         return withBody(
@@ -399,19 +330,19 @@ describe('JSON that names a member twice', () => {
         );
       },
     });
-    const callback = await signIn(gitlab, h);
+    const callback = await signIn(h);
     expect(errorCode(callback)).toBe('gitlab_error');
     expect(h.logs.find((l) => l.includes('gitlab_error'))).toContain('"use" twice');
   });
 
   it('userinfo naming a member twice is refused (gitlab_error)', async () => {
     const h = createHarness(gitlab, {
-      rewrite: async (url, response) =>
+      intercept: async (url, response) =>
         url.endsWith('/oauth/userinfo')
           ? withBody(response, (await response.text()).replace('{', '{"email":"mallory@example.com",'))
           : response,
     });
-    const callback = await signIn(gitlab, h);
+    const callback = await signIn(h);
     expect(errorCode(callback)).toBe('gitlab_error');
     expect(sessionCookie(callback.headers)).toBeUndefined();
     expect(h.logs.join('\n')).not.toContain('mallory');
@@ -500,7 +431,7 @@ describe('GitLab’s words in error messages', () => {
       body: JSON.stringify({ error: hostile, error_description: 'no' }),
     });
     const h = createHarness(gitlab);
-    const callback = await signIn(gitlab, h);
+    const callback = await signIn(h);
     expect(callback.status).toBeGreaterThanOrEqual(400);
     const line = h.logs.find((l) => l.includes('signed in as admin'));
     expect(line).toBeDefined();
