@@ -89,6 +89,36 @@ export async function listen(
   return { server, url: auth.options.origin };
 }
 
+/** Starts a host's example app; resolves once it listens. */
+export type StartExampleApp = (
+  env?: Env,
+  overrides?: Partial<LabgateOptions>,
+  timeouts?: ServerTimeouts,
+) => Promise<{ server: Server; url: string }>;
+
+/**
+ * A host's `startExampleApp`: labgate from the environment, the server `serve` builds for it, listening;
+ * started at once when its module is the program.
+ * @example
+ * ```ts
+ * export const startExampleApp = exampleApp('node:http', import.meta.url, (auth, timeouts) =>
+ *   createServer(serverOptions(timeouts), createApp(auth)),
+ * );
+ * ```
+ */
+export function exampleApp(
+  host: string,
+  moduleUrl: string,
+  serve: (auth: Labgate, timeouts: ServerTimeouts) => Server | Promise<Server>,
+): StartExampleApp {
+  const start: StartExampleApp = async (env = process.env, overrides = {}, timeouts = {}) => {
+    const auth = await labgateFromEnv(env, overrides);
+    return listen(await serve(auth, timeouts), env, auth);
+  };
+  runWhenMain(moduleUrl, host, () => start());
+  return start;
+}
+
 /** Runs `start` when the module is the program (`node build/examples/<host>/server.js`). */
 export function runWhenMain(moduleUrl: string, host: string, start: () => Promise<{ url: string }>): void {
   if (moduleUrl !== `file://${process.argv[1]}`) return;
