@@ -30,6 +30,7 @@ import {
 } from '../../src/core/index.js';
 import { type RunningEmulator, startEmulator } from '../../src/emulator/index.js';
 import { Browser, navigationFetch } from '../emulator/browser.js';
+import { type Sent, sendBody } from '../support/http.js';
 
 const SECRET = 'test-secret-test-secret-test-secret-test-secret';
 const ORIGIN = 'http://127.0.0.1:3000';
@@ -220,56 +221,18 @@ describe("labgate/fastify: labgate's routes", () => {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 
-  /** Sends a raw request line (no client normalises the target) with a body of `size` bytes. */
+  /** Sends a raw request target (no client normalises it) with a body of `size` bytes. */
   function raw(
     method: string,
     target: string,
     options: { size?: number; headers?: Record<string, string> } = {},
-  ): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; written: number }> {
+  ): Promise<Sent> {
     const { port } = server.address() as AddressInfo;
-    return new Promise((resolve, reject) => {
-      let written = 0;
-      let answered = false;
-      const size = options.size ?? 0;
-      const request = http.request({
-        host: '127.0.0.1',
-        port,
-        method,
-        path: target,
-        agent: false,
-        headers: { accept: 'application/json', ...options.headers },
-      });
-      request.on('response', (response) => {
-        answered = true;
-        const chunks: Buffer[] = [];
-        response.on('data', (c: Buffer) => chunks.push(c));
-        response.on('end', () => {
-          resolve({
-            status: response.statusCode ?? 0,
-            headers: response.headers,
-            body: Buffer.concat(chunks).toString(),
-            written,
-          });
-          request.destroy();
-        });
-      });
-      // Writing into a connection the server closed after answering is expected.
-      request.on('error', (error) => {
-        if (!answered) reject(error);
-      });
-      const chunk = Buffer.alloc(64 * 1024, 'a');
-      const pump = () => {
-        while (!answered && written < size) {
-          const part = Math.min(chunk.length, size - written);
-          written += part;
-          if (!request.write(part === chunk.length ? chunk : chunk.subarray(0, part))) {
-            request.once('drain', pump);
-            return;
-          }
-        }
-        if (!answered) request.end();
-      };
-      pump();
+    return sendBody(port, {
+      method,
+      path: target,
+      size: options.size ?? 0,
+      headers: { accept: 'application/json', ...options.headers },
     });
   }
 

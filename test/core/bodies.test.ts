@@ -15,6 +15,7 @@ import { labgate as labgateMiddleware } from '../../src/adapters/express.js';
 import { labgate as fastifyLabgate } from '../../src/adapters/fastify.js';
 import { createNodeListener } from '../../src/adapters/node.js';
 import { createLabgate, type LabgateOptions } from '../../src/core/index.js';
+import { type Sent, sendBody } from '../support/http.js';
 
 const ORIGIN = 'http://127.0.0.1:3000';
 const MiB = 1024 * 1024;
@@ -42,71 +43,19 @@ async function listen(handler: http.RequestListener): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
-interface Posted {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  /** Bytes of the body the client had written when the answer came. */
-  written: number;
-}
-
-/**
- * POSTs `size` bytes, in 64 KiB chunks, with or without a declared length, and stops writing as soon as
- * the answer comes (the server may close the connection on the rest).
- */
+/** POSTs `size` bytes of a form, with or without a declared length. */
 function post(
   port: number,
   path: string,
   size: number,
   options: { headers?: Record<string, string>; declare?: boolean } = {},
-): Promise<Posted> {
-  return new Promise((resolve, reject) => {
-    let written = 0;
-    let answered = false;
-    const chunk = Buffer.alloc(64 * 1024, 'a');
-    const request = http.request({
-      host: '127.0.0.1',
-      port,
-      path,
-      method: 'POST',
-      agent: false,
-      headers: {
-        'content-type': 'application/x-www-form-urlencoded',
-        ...(options.declare ? { 'content-length': String(size) } : {}),
-        ...options.headers,
-      },
-    });
-    request.on('response', (response) => {
-      answered = true;
-      const chunks: Buffer[] = [];
-      response.on('data', (c: Buffer) => chunks.push(c));
-      response.on('end', () => {
-        resolve({
-          status: response.statusCode ?? 0,
-          headers: response.headers,
-          body: Buffer.concat(chunks).toString(),
-          written,
-        });
-        request.destroy();
-      });
-      response.on('error', () => undefined);
-    });
-    // Writing into a connection the server closed after answering is expected.
-    request.on('error', (error) => {
-      if (!answered) reject(error);
-    });
-    const pump = () => {
-      while (!answered && written < size) {
-        const part = Math.min(chunk.length, size - written);
-        written += part;
-        if (!request.write(part === chunk.length ? chunk : chunk.subarray(0, part))) {
-          request.once('drain', pump);
-          return;
-        }
-      }
-      if (!answered) request.end();
-    };
-    pump();
+): Promise<Sent> {
+  return sendBody(port, {
+    method: 'POST',
+    path,
+    size,
+    declare: options.declare ?? false,
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...options.headers },
   });
 }
 
