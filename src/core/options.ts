@@ -10,6 +10,7 @@ import {
   scopesForPolicy,
 } from './access.js';
 import { type Logger, safeLogger } from './log.js';
+import { type DomainEntry, parseRedirectDomains } from './redirects.js';
 
 export type { Logger } from './log.js';
 
@@ -35,6 +36,18 @@ export interface LabgateOptions {
   sessionMode?: 'server' | 'cookie';
   /** Route prefix (default `/auth`). */
   prefix?: string;
+  /**
+   * The session cookie's name (default `labgate`); on https it is sent as `__Host-<name>` (host-only,
+   * `Secure`, `Path=/`), and sign-in transaction cookies are named after it. Two apps on one host need
+   * different names.
+   */
+  cookieName?: string;
+  /**
+   * Hosts that an absolute `returnTo` (or the gateway's `rd`) may send the browser to after sign-in or
+   * sign-out, in oauth2-proxy's `whitelist_domains` syntax: `app.example.com`, `.example.com` (its
+   * subdomains and itself), `example.com:8080`, `example.com:*`. Default: none, only paths of this app.
+   */
+  redirectDomains?: readonly string[];
   /** Absolute session lifetime in seconds (default 7 days). */
   sessionMaxAge?: number;
   /** Idle timeout in seconds (default 1 day); the sliding expiry is written at most once per `touchInterval`. */
@@ -104,6 +117,9 @@ export interface ResolvedOptions {
   secret: string | readonly string[];
   sessionMode: 'server' | 'cookie';
   prefix: string;
+  /** The session cookie's name as sent (`__Host-` prefixed on https). */
+  cookieName: string;
+  redirectDomains: DomainEntry[];
   sessionMaxAge: number;
   sessionIdleTimeout: number;
   touchInterval: number;
@@ -196,6 +212,10 @@ export function resolveOptions(options: LabgateOptions): ResolvedOptions {
   const prefix = `/${(options.prefix ?? '/auth').replace(/^\/+|\/+$/g, '')}`;
   if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(prefix))
     throw new TypeError('labgate: prefix must be a URL path like /auth');
+  const cookieBase = options.cookieName ?? 'labgate';
+  if (typeof cookieBase !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(cookieBase) || /^__/.test(cookieBase))
+    throw new TypeError('labgate: cookieName must be 1 to 64 letters, digits, - or _, not starting with __');
+  const secure = app.protocol === 'https:';
   const scopes = (
     typeof options.scopes === 'string'
       ? options.scopes.split(/[\s,]+/)
@@ -231,11 +251,13 @@ export function resolveOptions(options: LabgateOptions): ResolvedOptions {
     clientSecret: options.clientSecret ? options.clientSecret : null,
     scopes: [...new Set(scopes)],
     origin: app.origin,
-    secure: app.protocol === 'https:',
+    secure,
     redirectUri: `${app.origin}${prefix}/callback`,
     secret: options.secret,
     sessionMode,
     prefix,
+    cookieName: secure ? `__Host-${cookieBase}` : cookieBase,
+    redirectDomains: parseRedirectDomains(options.redirectDomains ?? []),
     sessionMaxAge: positive('sessionMaxAge', options.sessionMaxAge, 7 * 24 * 3600),
     sessionIdleTimeout: positive('sessionIdleTimeout', options.sessionIdleTimeout, 24 * 3600),
     touchInterval: positive('touchInterval', options.touchInterval, 300),

@@ -74,12 +74,27 @@ ${detail}<p>${escapeHtml(advice)}</p>
 }
 
 /** `GET /auth/logout`: signing out changes state, so it takes a POST from this page. */
-export function logoutPage(action: string): string {
+export function logoutPage(action: string, returnTo?: string): string {
+  const field =
+    returnTo === undefined ? '' : `<input type="hidden" name="rd" value="${escapeHtml(returnTo)}">`;
   return page(
     'Sign out',
     `<h1>Sign out?</h1>
 <p>You will be signed out of this site, and its access to your GitLab account will be revoked.</p>
-<form method="post" action="${escapeHtml(action)}"><button type="submit">Sign out</button></form>`,
+<form method="post" action="${escapeHtml(action)}">${field}<button type="submit">Sign out</button></form>`,
+  );
+}
+
+/**
+ * The gateway's `GET /oauth2/sign_in`: one link to sign in with GitLab (a link, not a form: the
+ * pages' `form-action 'self'` would stop a form's redirect on to GitLab).
+ */
+export function signInPage(start: string): string {
+  return page(
+    'Sign in',
+    `<h1>Sign in</h1>
+<p>This site is open to the members of its GitLab groups.</p>
+<p><a class="button" href="${escapeHtml(start)}">Sign in with GitLab</a></p>`,
   );
 }
 

@@ -10,7 +10,7 @@ import { LabgateError } from './errors.js';
 import { logText } from './log.js';
 import { errorAnswer, htmlResponse, linkPage, logoutPage, PAGE_HEADERS, wantsJson } from './pages.js';
 import type { AccessChecks } from './recheck.js';
-import { safeReturnTo } from './redirects.js';
+import { safeRedirect, safeReturnTo } from './redirects.js';
 import type { Runtime } from './runtime.js';
 import type { Session, SessionState } from './sessions.js';
 import { startSignIn } from './signin.js';
@@ -139,7 +139,7 @@ export function createRoutes(
       status: 303,
       headers: {
         ...PAGE_HEADERS,
-        location: safeReturnTo(fields.get('returnTo'), options.origin),
+        location: safeRedirect(fields.get('returnTo'), options.origin, options.redirectDomains),
         'set-cookie': sessions.clearCookie(),
       },
     });

@@ -103,11 +103,6 @@ const CACHE_LIMIT = 10_000;
 /** The largest session cookie value read or written. */
 export const MAX_COOKIE_BYTES = 4000;
 
-/** The session cookie's name: `__Host-labgate` on https (no Domain, Path=/, Secure), `labgate` on plain http. */
-export function sessionCookieName(secure: boolean): string {
-  return secure ? '__Host-labgate' : 'labgate';
-}
-
 function info(session: { id: string; createdAt: number; expiresAt: number }, currentId: string): SessionInfo {
   return {
     id: session.id,
@@ -144,7 +139,7 @@ export abstract class BaseSessions implements Sessions {
     this.options = options;
     this.store = store;
     this.keys = keys;
-    this.cookieName = sessionCookieName(options.secure);
+    this.cookieName = options.cookieName;
   }
 
   abstract create(

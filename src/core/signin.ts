@@ -12,7 +12,7 @@ import { logText } from './log.js';
 import type { ResolvedOptions } from './options.js';
 import { normaliseProfile } from './profile.js';
 import { type Provider, syncClock, toLabgateError, verifyIdTokenSignature } from './provider.js';
-import { safeReturnTo } from './redirects.js';
+import { safeRedirect } from './redirects.js';
 import type { SessionUser, Store, TokenSet } from './store.js';
 
 /** The sign-in transaction, sealed in its cookie. */
@@ -49,7 +49,7 @@ export interface SignInContext {
 }
 
 function transactionPrefix(options: ResolvedOptions): string {
-  return options.secure ? '__Host-labgate-tx-' : 'labgate-tx-';
+  return `${options.cookieName}-tx-`;
 }
 
 async function transactionCookieName(options: ResolvedOptions, state: string): Promise<string> {
@@ -78,7 +78,7 @@ export async function startSignIn(
   },
 ): Promise<Response> {
   const { options } = ctx;
-  const returnTo = safeReturnTo(start.returnTo, options.origin);
+  const returnTo = safeRedirect(start.returnTo, options.origin, options.redirectDomains);
   const provider = await ctx.provider();
   const keys = await ctx.keys();
   const now = options.now();
@@ -343,7 +343,7 @@ async function callback(
       expiresAt: options.now() + expiresIn * 1000,
       scope: granted.join(' '),
     },
-    returnTo: safeReturnTo(transaction.returnTo, options.origin),
+    returnTo: safeRedirect(transaction.returnTo, options.origin, options.redirectDomains),
     link: typeof transaction.link === 'string' ? transaction.link : null,
   };
 }

@@ -54,6 +54,9 @@ describe('createLabgate throws TypeError for', () => {
     ['a url with a query', { url: 'https://app.example.com/?x=1' }],
     ['a url with a fragment', { url: 'https://app.example.com/#x' }],
     ['a url with credentials', { url: 'https://user:pw@app.example.com' }],
+    ['a cookieName with a space', { cookieName: 'my cookie' }],
+    ['a cookieName that brings its own prefix', { cookieName: '__Host-x' }],
+    ['a redirect domain with a scheme', { redirectDomains: ['https://docs.example.com'] }],
     ['a gitlabUrl that is not a URL', { gitlabUrl: 'gitlab' }],
     ['a javascript: gitlabUrl', { gitlabUrl: 'javascript:alert(1)' }],
     ['a gitlabUrl with a query', { gitlabUrl: 'https://gitlab.example.com/?a=1' }],
@@ -104,6 +107,16 @@ describe('createLabgate throws TypeError for', () => {
 });
 
 describe('createLabgate accepts', () => {
+  it('a cookieName, sent as __Host-<name> on https and as given on http', () => {
+    expect(createLabgate({ ...base(), cookieName: '_oauth2_proxy' }).options.cookieName).toBe(
+      '__Host-_oauth2_proxy',
+    );
+    expect(
+      createLabgate({ ...base(), url: 'http://127.0.0.1:4180', cookieName: 'gw' }).options.cookieName,
+    ).toBe('gw');
+    expect(createLabgate(base()).options.cookieName).toBe('__Host-labgate');
+  });
+
   it('https everywhere, silently', () => {
     expect(warnings({})).toEqual([]);
   });

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { safeReturnTo } from '../../src/core/index.js';
+import { parseRedirectDomains, safeRedirect } from '../../src/core/redirects.js';
 
 const ORIGIN = 'https://app.example.com';
 
@@ -155,5 +156,44 @@ describe('safeReturnTo never throws and never leaves the origin (REDIRECT-2)', (
   it('resolves against the configured origin, whatever origin string it is given', () => {
     expect(safeReturnTo('/x', 'http://127.0.0.1:3000')).toBe('/x');
     expect(safeReturnTo('/x', 'https://app.example.com/')).toBe('/x');
+  });
+});
+
+describe('safeRedirect: absolute URLs on allow-listed hosts (REDIRECT-5)', () => {
+  const domains = parseRedirectDomains([
+    'docs.example.com',
+    '.example.org',
+    'ports.example.com:8443',
+    'any.example.com:*',
+  ]);
+  const cases: [string, string][] = [
+    ['https://app.example.com/me?x=1', '/me?x=1'],
+    ['https://docs.example.com/a', 'https://docs.example.com/a'],
+    ['https://example.org/', 'https://example.org/'],
+    ['https://deep.sub.example.org/x', 'https://deep.sub.example.org/x'],
+    ['https://evilexample.org/', '/'],
+    ['https://example.org.evil.example/', '/'],
+    ['https://docs.example.com:8443/', '/'],
+    ['https://ports.example.com:8443/', 'https://ports.example.com:8443/'],
+    ['https://ports.example.com/', '/'],
+    ['https://any.example.com:9999/', 'https://any.example.com:9999/'],
+    ['https://docs.example.com@evil.example/', '/'],
+    ['https://user:pw@docs.example.com/', '/'],
+    ['https://docs.example.com\\@evil.example/', '/'],
+    ['https://docs.example.com/\t', '/'],
+    ['javascript://docs.example.com/%0aalert(1)', '/'],
+    ['https://app.example.com//evil.example', '/'],
+    ['/plain/path', '/plain/path'],
+    ['//docs.example.com/', '/'],
+  ];
+  for (const [value, expected] of cases) {
+    it(`${JSON.stringify(value)} → ${expected}`, () => {
+      expect(safeRedirect(value, ORIGIN, domains)).toBe(expected);
+    });
+  }
+
+  it('refuses entries that are not host names', () => {
+    for (const bad of ['https://x.example', 'x.example/path', '*.', 'a b', '*example.com'])
+      expect(() => parseRedirectDomains([bad]), bad).toThrow(TypeError);
   });
 });

@@ -143,7 +143,11 @@ const RULES: Record<string, Rule> = {
     packages: (file) => ['node:', ...ownPackages(file)],
   },
   emulator: { files: () => ['src/emulator/'], packages: () => ['node:'] },
-  gateway: { files: () => ['src/gateway/', 'src/core/', 'src/adapters/node.ts'], packages: () => ['node:'] },
+  // The gateway signs its identity assertions with the core's JWT library.
+  gateway: {
+    files: () => ['src/gateway/', 'src/core/', 'src/adapters/node.ts'],
+    packages: () => ['node:', 'jose'],
+  },
   cli: {
     files: (_file, kind) => (kind === 'static' ? ['src/cli/'] : ['src/']),
     packages: (_file, kind) => (kind === 'static' ? ['node:'] : ['node:', ...allPackages()]),
