@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `labgate` command line: `labgate emulator`, `labgate demo`.
+ * The `labgate` command line: `labgate emulator`, `labgate demo`, `labgate gateway`, `labgate secret`.
  * Each command loads its code lazily, so `labgate --help` stays instant.
  */
 import { parseArgs } from 'node:util';
@@ -10,6 +10,9 @@ const HELP = `labgate: Sign in with GitLab, GitLab-based access control, and a G
 Usage:
   labgate emulator [options]   Run a GitLab emulator (OAuth, OIDC, API v4) on loopback
   labgate demo                 Run the emulator with the demo fixtures (npm start runs the full demo)
+  labgate gateway [options]    GitLab sign-in and access rules in front of any app (an oauth2-proxy
+                               drop-in); labgate gateway --help for its options
+  labgate gateway check        Check a gateway configuration (exit 1 on errors); --user explains a decision
   labgate secret               Print a new LABGATE_SECRET (32 random bytes, base64url)
   labgate --version
 
@@ -137,6 +140,7 @@ async function secret(args: string[]): Promise<number> {
 
 const commands: Record<string, Command> = {
   emulator: (args) => emulator(args),
+  gateway: async (args) => (await import('./gateway.js')).gatewayCommand(args),
   demo: (args) => emulator(args, true),
   secret,
 };

@@ -74,7 +74,7 @@ function allowedHost(url: URL, domains: readonly DomainEntry[]): boolean {
 /**
  * {@link safeReturnTo}, and also absolute `http(s)` URLs: one of the app's own origin becomes its path;
  * one on a host of `domains` (see {@link parseRedirectDomains}) is kept whole (docs/security.md,
- * REDIRECT-2). Absolute URLs with credentials, control characters or backslashes are refused.
+ * REDIRECT-5). Absolute URLs with credentials, control characters or backslashes are refused.
  */
 export function safeRedirect(
   value: string | null | undefined,

@@ -34,8 +34,8 @@ export interface HeaderRefusal {
 /** The longest identity header value sent upstream, in bytes. */
 export const IDENTITY_VALUE_MAX = 8 * 1024;
 
-// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the proxy ones.
-const HOP_BY_HOP = new Set([
+/** Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the proxy ones. */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',

@@ -15,7 +15,7 @@ import https from 'node:https';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
-import { filterSetCookie } from './headers.js';
+import { filterSetCookie, HOP_BY_HOP } from './headers.js';
 
 /** Options of {@link createProxy}. */
 export interface ProxyOptions {
@@ -87,19 +87,6 @@ export interface Proxy {
   /** Destroys the pool's sockets to the upstream. */
   close(): void;
 }
-
-// Hop-by-hop response headers (RFC 9110 §7.6.1): Node frames the body to the client itself.
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'proxy-authorization',
-  'proxy-authenticate',
-]);
 
 const ERRORS = {
   upstream_unavailable: { status: 502, message: 'The upstream is unavailable.' },

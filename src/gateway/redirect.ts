@@ -27,6 +27,15 @@ export interface RedirectInput {
 }
 
 /** A URI under the gateway's own routes would loop back into sign-in: go to `/` instead. */
+/** Whether a target (a path, or an absolute URL) names one of the gateway's own pages. */
+function ownPage(target: string, origin: string, prefix: string): boolean {
+  try {
+    return isUnderPrefix(new URL(target, origin).pathname, prefix);
+  } catch {
+    return false;
+  }
+}
+
 function outsidePrefix(uri: string, prefix: string): string {
   return isUnderPrefix(uri.split(/[?#]/, 1)[0]!, prefix) ? '/' : uri;
 }
@@ -54,7 +63,13 @@ function outsidePrefix(uri: string, prefix: string): string {
  */
 export function chooseRedirect(input: RedirectInput): string {
   const { forwarded, requestUri, prefix } = input;
-  const candidates: (string | null)[] = [input.rd, input.authRequestRedirect];
+  // A redirect header naming the gateway's own pages (nginx's `/oauth2/` block sends the sign-in
+  // page's own URI) would send the browser back into sign-in after it: a loop, so it is no candidate.
+  const header = input.authRequestRedirect;
+  const candidates: (string | null)[] = [
+    input.rd,
+    header !== null && ownPage(header, input.origin, prefix) ? null : header,
+  ];
   const uri = forwarded?.uri ?? requestUri;
   if (forwarded?.host && forwarded.host.toLowerCase() !== input.host?.toLowerCase()) {
     const proto = forwarded.proto ?? (/^https:/i.test(input.origin) ? 'https' : 'http');

@@ -8,7 +8,7 @@ import { afterEach, expect, it, onTestFailed } from 'vitest';
 import type { Page } from '../emulator/browser.js';
 import { describeWithService } from '../support/services.js';
 import { type EdgeStack, nginxBinary, startEdgeStack, startLink, startNginx } from './edge.js';
-import type { StackOptions } from './harness.js';
+import { recheckingPlatform, type StackOptions, testClock } from './harness.js';
 import type { Echo } from './upstream.js';
 
 let running: EdgeStack | undefined;
@@ -98,21 +98,16 @@ describeWithService(nginxBinary, 'nginx auth_request in front of the gateway', (
   });
 
   it('sends a user removed from the group in GitLab back to sign in once the re-check interval has passed', async () => {
-    let now = Date.now();
+    const clock = testClock();
     const e = await start({
-      labgate: {
-        access: { allow: ['group:acme/platform'] },
-        recheckInterval: 60,
-        sessionCacheTtl: 0,
-        now: () => now,
-      },
+      labgate: recheckingPlatform(clock),
     });
     const bob = await e.signIn('bob');
     expect((await bob.get(`${e.url}/work`)).status).toBe(200);
     e.stack.gitlab.control.removeMembership({ user: 'bob', group: 'acme/platform' });
-    now += 30_000;
+    clock.advance(30_000);
     expect((await bob.get(`${e.url}/work`)).status).toBe(200);
-    now += 31_000;
+    clock.advance(31_000);
     const after = await bob.get(`${e.url}/work`);
     expect(after.status).toBe(302);
     expect(after.location).toBe(`${e.url}/oauth2/sign_in?rd=${e.url}/work`);
