@@ -117,6 +117,16 @@ describe("priority: oauth2-proxy's director order, the first valid wins", () => 
     );
   });
 
+  it('an X-Auth-Request-Redirect naming the gateway’s own pages is skipped: it would loop into sign-in', () => {
+    // nginx's `/oauth2/` block sends the sign-in page's own URI in this header.
+    for (const header of [
+      '/oauth2/sign_in?rd=http://x/y',
+      '/oauth2/start',
+      'https://gate.example.com/oauth2/auth',
+    ])
+      expect(chooseRedirect(input({ authRequestRedirect: header, forwarded }))).toBe('/app/page?x=1');
+  });
+
   it('then proto://forwarded-host + forwarded uri, when the forwarded host differs from Host', () => {
     expect(chooseRedirect(input({ forwarded, whitelist: ['app.example.com'] }))).toBe(
       'https://app.example.com/app/page?x=1',
