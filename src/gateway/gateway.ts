@@ -19,10 +19,11 @@ import type { GatewayConfig } from './config.js';
 import { isHeaderRefusal, upstreamHeaders } from './headers.js';
 import type { Metrics, Outcome } from './metrics.js';
 import { normaliseTarget } from './paths.js';
-import type { Tunnel, Proxy as UpstreamProxy } from './proxy.js';
+import type { Proxy as UpstreamProxy } from './proxy.js';
 import { chooseRedirect } from './redirect.js';
 import { compileRules, parsePolicyParams } from './rules.js';
 import { isTrustedPeer } from './trust.js';
+import { createTunnels } from './tunnels.js';
 
 const PREFIX = '/oauth2';
 const JSON_HEADERS = { 'content-type': 'application/json', 'cache-control': 'no-store' };
@@ -461,49 +462,7 @@ export function createGateway(parts: GatewayParts): Gateway {
 
   // ─── WebSockets ────────────────────────────────────────────────────────────────────────────
 
-  interface Open {
-    tunnel: Tunnel;
-    socket: Duplex;
-    cookie: string | undefined;
-    timer: NodeJS.Timeout;
-  }
-  const tunnels = new Map<string, Set<Open>>();
-  let watch: NodeJS.Timeout | undefined;
-
-  function closeTunnel(open: Open, sessionId: string, code: number): void {
-    clearTimeout(open.timer);
-    tunnels.get(sessionId)?.delete(open);
-    if (tunnels.get(sessionId)?.size === 0) tunnels.delete(sessionId);
-    // A close frame first (1001 going away, 1008 policy: the session ended), then both sides end.
-    if (!open.socket.destroyed) open.socket.write(Buffer.from([0x88, 0x02, code >> 8, code & 0xff]));
-    open.tunnel.close();
-  }
-
-  labgate.on('session.ended', ({ sessionId }) => {
-    for (const open of [...(tunnels.get(sessionId) ?? [])]) closeTunnel(open, sessionId, 1008);
-  });
-
-  /** Sessions ended by another instance, or re-checked away, end their tunnels within seconds. */
-  function startWatch(): void {
-    if (watch) return;
-    watch = setInterval(() => {
-      for (const [sessionId, opens] of tunnels) {
-        for (const open of [...opens]) {
-          Promise.resolve(labgate.sessionOf(open.cookie)).then(
-            (session) => {
-              if (!session || session.id !== sessionId) closeTunnel(open, sessionId, 1008);
-            },
-            () => {},
-          );
-        }
-      }
-      if (tunnels.size === 0 && watch) {
-        clearInterval(watch);
-        watch = undefined;
-      }
-    }, 2000);
-    watch.unref();
-  }
+  const tunnels = createTunnels(labgate);
 
   function refuse(socket: Duplex, status: number, reason: string): void {
     done(status === 401 ? 'unauthenticated' : status === 403 ? 'denied' : 'invalid');
@@ -544,26 +503,7 @@ export function createGateway(parts: GatewayParts): Gateway {
       ownCookie,
     });
     done(tunnel ? (skipped ? 'skipped' : 'proxied') : 'upstream_error');
-    if (!tunnel || !session) return;
-    const id = session.id;
-    const open: Open = {
-      tunnel,
-      socket,
-      cookie: req.headers.cookie,
-      // The tunnel ends with the session's absolute lifetime (docs/security.md, GATEWAY-11).
-      timer: setTimeout(
-        () => closeTunnel(open, id, 1008),
-        Math.max(0, session.expiresAt - Date.now()),
-      ).unref(),
-    };
-    const set = tunnels.get(id) ?? new Set<Open>();
-    tunnels.set(id, set);
-    set.add(open);
-    tunnel.closed.then(() => {
-      clearTimeout(open.timer);
-      tunnels.get(id)?.delete(open);
-    });
-    startWatch();
+    if (tunnel && session) tunnels.add(session, req.headers.cookie, tunnel, socket);
   }
 
   return {
@@ -584,11 +524,7 @@ export function createGateway(parts: GatewayParts): Gateway {
         );
       });
     },
-    closeTunnels() {
-      for (const [id, opens] of tunnels) for (const open of [...opens]) closeTunnel(open, id, 1001);
-      if (watch) clearInterval(watch);
-      watch = undefined;
-    },
+    closeTunnels: tunnels.closeAll,
   };
 }
 
