@@ -315,9 +315,14 @@ const PROXY_OPTIONS: Readonly<Record<string, ProxyOption>> = (() => {
         default: 'true',
       },
     ),
-    pass_host_header: option('bool', 'warning', "the upstream always receives the request's Host", {
-      default: 'true',
-    }),
+    pass_host_header: option(
+      'bool',
+      'warning',
+      "the upstream receives LABGATE_URL's host in Host and X-Forwarded-Host",
+      {
+        default: 'true',
+      },
+    ),
     pass_authorization_header: option('bool', 'warning', 'see --assertion for a signed identity'),
     set_authorization_header: option('bool', 'warning', 'see --assertion for a signed identity'),
     set_basic_auth: option('bool', 'warning', 'see --assertion for a signed identity'),

@@ -10,9 +10,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sendWebResponse, toWebRequest } from '../adapters/node.js';
 import { readForm } from '../core/body.js';
-import { type Guard, isLabgateError, type Labgate, type Session } from '../core/index.js';
+import { type Guard, isLabgateError, type Labgate, LabgateError, type Session } from '../core/index.js';
 import { logText } from '../core/log.js';
-import { htmlResponse, logoutPage, signInPage } from '../core/pages.js';
+import { errorAnswer, htmlResponse, logoutPage, signInPage } from '../core/pages.js';
 import { parseRedirectDomains } from '../core/redirects.js';
 import type { Assertions } from './assertion.js';
 import type { GatewayConfig } from './config.js';
@@ -192,12 +192,15 @@ export function createGateway(parts: GatewayParts): Gateway {
     });
   }
 
-  function forbidden(res: ServerResponse): void {
+  /** A signed-in user refused: labgate's 403 page for a browser, JSON for the rest. */
+  function forbidden(res: ServerResponse, req: IncomingMessage, path: string): Promise<void> {
     metrics.denied();
-    json(
+    const error = new LabgateError('access_forbidden', 'no rule of this route admits the user', {
+      detail: 'Your GitLab account has no access to this page.',
+    });
+    return send(
       res,
-      403,
-      { error: 'access_forbidden', message: 'Your GitLab account has no access to this page' },
+      errorAnswer(error, { accept: header(req, 'accept'), route: path }, labgate.options),
       'denied',
     );
   }
@@ -350,12 +353,14 @@ export function createGateway(parts: GatewayParts): Gateway {
     const original = uri === null ? null : normaliseTarget(uri);
     if (uri !== null && original === null) return json(res, 400, { error: 'request_invalid' }, 'invalid');
     const method = (
-      (trust && header(req, 'x-forwarded-method')) ||
-      header(req, 'x-original-method') ||
+      (trust && (header(req, 'x-forwarded-method') || header(req, 'x-original-method'))) ||
       'GET'
     ).toUpperCase();
     const path = original?.path ?? '/';
-    if (rules.skips(method, path) || (config.skipAuthPreflight && method === 'OPTIONS')) {
+    // Skip rules need the request they skip: without a trusted X-Forwarded-Uri none applies (a negated
+    // rule would otherwise let every request through).
+    const skippable = original !== null || (trust && config.skipAuthPreflight);
+    if (skippable && (rules.skips(method, path) || (config.skipAuthPreflight && method === 'OPTIONS'))) {
       done('skipped');
       res.writeHead(202, { 'cache-control': 'no-store' });
       res.end();
@@ -383,7 +388,7 @@ export function createGateway(parts: GatewayParts): Gateway {
       (constraints.emails !== null && !constraints.emails.includes(email)) ||
       !(await allowed(session, path, constraints.guards))
     )
-      return forbidden(res);
+      return forbidden(res, req, path);
     const headers: Record<string, string> = {
       'gap-auth':
         session.user.emailVerified && session.user.email ? session.user.email : session.user.username,
@@ -415,7 +420,7 @@ export function createGateway(parts: GatewayParts): Gateway {
         res.end();
         return;
       }
-      if (!(await allowed(session, target.path))) return forbidden(res);
+      if (!(await allowed(session, target.path))) return forbidden(res, req, target.path);
     }
     const headers = await headersFor(req, session, false);
     if (isHeaderRefusal(headers))

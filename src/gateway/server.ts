@@ -148,6 +148,8 @@ export async function startGateway(
     closing ??= (async () => {
       logger.info('gateway shutting down');
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      // A keep-alive connection goes idle once its request in flight is answered: close it then.
+      const idle = setInterval(() => server.closeIdleConnections(), 50);
       server.closeIdleConnections();
       gateway.closeTunnels();
       const timer = setTimeout(() => {
@@ -155,6 +157,7 @@ export async function startGateway(
       }, config.shutdownTimeout);
       timer.unref();
       await stopped;
+      clearInterval(idle);
       clearTimeout(timer);
       proxy.close();
       if (metricsServer) await new Promise<void>((resolve) => metricsServer!.close(() => resolve()));

@@ -131,6 +131,17 @@ describe('proxy mode', () => {
     expect((await script(`${s.url}/private?/public/`)).status).toBe(401);
   });
 
+  it('shows a refused browser labgate’s 403 page, and a script JSON', async () => {
+    const s = await start({ config: { routes: [{ prefix: '/admin', allow: ['user:alice'] }] } });
+    const bob = await s.signIn('bob');
+    const page = await bob.request(`${s.url}/admin`, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(403);
+    expect(page.headers.get('content-type')).toMatch(/text\/html/);
+    expect(page.headers.get('content-security-policy')).toMatch(/default-src 'none'/);
+    const json = await bob.request(`${s.url}/admin`, { headers: { accept: 'application/json' } });
+    expect(JSON.parse(json.body)).toMatchObject({ error: 'access_forbidden' });
+  });
+
   it('passes the GitLab access token only when asked', async () => {
     const s = await start({ config: { passAccessToken: true } });
     const alice = await s.signIn('alice');
@@ -284,6 +295,17 @@ describe('forward-auth: /oauth2/auth', () => {
     expect(await ask('allow=project:acme/app>=developer')).toBe(403);
     expect(await ask('allowed_groups=acme/platform&allow=project:acme/app>=developer')).toBe(403);
     expect(await ask('allow=nonsense:x')).toBe(400);
+  });
+
+  it('applies no skip rule without a trusted X-Forwarded-Uri: a negated rule cannot open everything', async () => {
+    const s = await start({
+      config: { skipRoutes: [{ method: null, negate: true, pattern: '^/private/' }] },
+    });
+    // Not trusted (reverse_proxy off): the path is unknown, so nothing is skipped.
+    const answer = await script(`${s.url}/oauth2/auth`, {
+      headers: { 'x-forwarded-uri': '/private/x', 'x-original-method': 'OPTIONS' },
+    });
+    expect(answer.status).toBe(401);
   });
 
   it('lets skip-auth routes through with 202 and no identity', async () => {
