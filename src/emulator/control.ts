@@ -2,6 +2,7 @@
  * Test control of the emulator: the same operations as a class for in-process tests and as HTTP routes
  * under `/-/emulator/` for tests in other processes or languages.
  */
+import { randomBytes } from 'node:crypto';
 import type { Env } from './env.js';
 import {
   type AccessLevelInput,
@@ -331,6 +332,24 @@ export class EmulatorControl {
   }
 
   /**
+   * Renews an application's secret, as "Renew secret" in GitLab's application settings (or
+   * `POST /api/v4/applications/:id/renew-secret`) does: the new secret works at once, the old one is
+   * refused with 401 `invalid_client` from then on; issued tokens stay valid. Returns the new secret.
+   *
+   * @example
+   * ```ts
+   * const secret = gitlab.control.renewSecret(gitlab.applications[0].uid); // or POST /-/emulator/applications/:clientId/renew-secret
+   * ```
+   */
+  renewSecret(clientId: string): string {
+    const app = this.#state.appByUid(String(clientId));
+    if (!app) throw new ControlError(404, 'no application with that client id');
+    // GitLab's secrets since 16.x: the `gloas-` prefix and 64 hexadecimal characters.
+    app.secret = `gloas-${randomBytes(32).toString('hex')}`;
+    return app.secret;
+  }
+
+  /**
    * Ends every live access token now, without moving the emulator's clock: what an app sees when
    * GitLab ends a token before the app's clock says so (an administrator revoked it, GitLab's clock
    * runs ahead, an older GitLab expired it early). The API and userinfo answer 401 `invalid_token`
@@ -564,6 +583,11 @@ export function registerControlRoutes(router: Router, control: EmulatorControl):
         ),
       };
     }),
+  );
+  router.on(
+    'POST',
+    `${p}/applications/:clientId/renew-secret`,
+    guard((ctx) => ({ secret: control.renewSecret(ctx.params['clientId']!) })),
   );
   router.on(
     'POST',
