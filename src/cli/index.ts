@@ -1,23 +1,37 @@
 #!/usr/bin/env node
 /**
- * The `labgate` command line: `labgate emulator`, `labgate demo`, `labgate gateway`, `labgate secret`.
- * Each command loads its code lazily, so `labgate --help` stays instant.
+ * The `labgate` command line: `labgate emulator`, `labgate demo`, `labgate gateway`, `labgate init`,
+ * `labgate doctor`, `labgate secret`. Each command loads its code lazily, so `labgate --help` stays
+ * instant; `labgate <command> --help` shows each one's usage with examples, and a bad flag or value is
+ * one line on stderr with exit code 2.
  */
 import { parseArgs } from 'node:util';
 
 const HELP = `labgate: Sign in with GitLab, GitLab-based access control, and a GitLab emulator.
 
 Usage:
-  labgate emulator [options]   Run a GitLab emulator (OAuth, OIDC, API v4) on loopback
-  labgate demo                 Run the emulator with the demo fixtures (npm start runs the full demo)
-  labgate gateway [options]    GitLab sign-in and access rules in front of any app (an oauth2-proxy
-                               drop-in); labgate gateway --help for its options
+  labgate init [options]       Set up an app or the gateway: where to register the OAuth application in
+                               GitLab and what to enter there, then a .env (mode 0600) and the doctor's checks
+  labgate doctor [options]     Check a configuration against GitLab and say how to fix what is wrong
+  labgate gateway [options]    GitLab sign-in and access rules in front of any app (an oauth2-proxy drop-in)
   labgate gateway check        Check a gateway configuration (exit 1 on errors); --user explains a decision
+  labgate emulator [options]   Run a GitLab emulator (OAuth, OIDC, API v4) on loopback
+  labgate demo [options]       Run the emulator with the demo fixtures (npm start runs the full demo)
   labgate secret               Print a new LABGATE_SECRET (32 random bytes, base64url)
   labgate --version
 
-Emulator options:
-  --port <n>                 Port to listen on (default 3999; 0 picks a free one)
+  labgate <command> --help     The options of one command, with examples
+
+Examples:
+  npx labgate init                                   # answer a few questions, get a working .env
+  labgate doctor                                     # is the configuration in .env right?
+  labgate gateway --upstream http://127.0.0.1:3000   # GitLab sign-in in front of an app
+  labgate emulator --port 3999                       # a GitLab for tests, offline
+  export LABGATE_SECRET=$(labgate secret)
+`;
+
+const EMULATOR_OPTIONS = `Options:
+  --port <n>                 Port to listen on (default 3999, or PORT; 0 picks a free one)
   --host <addr>              Interface to listen on (default 127.0.0.1)
   --base-path <path>         Serve under a relative URL root, e.g. /gitlab
   --fixtures <file.json>     Users, groups, projects, memberships, shares, applications
@@ -25,13 +39,77 @@ Emulator options:
   --auto-approve <mode>      page (GitLab's 200 "Redirecting" page, default) or redirect (302)
   --refresh-rotation <mode>  immediate (current GitLab, default) or on-first-use (older GitLab)
   --pkce <mode>              public (PKCE required for public apps, default) or dynamic
+  -h, --help                 This text
+`;
+
+const EMULATOR_HELP = `labgate emulator: a GitLab that runs offline (OAuth 2.0, OpenID Connect, API v4, the sign-in
+and consent pages), for tests and development. It prints its URL, its users with their passwords and its
+OAuth applications with their credentials; a control API under /-/emulator/ moves its clock, injects
+faults and changes memberships (docs/emulator.md).
+
+Usage:
+  labgate emulator [options]
+
+${EMULATOR_OPTIONS}
+Examples:
+  # The demo users and applications on the usual port
+  labgate emulator
+
+  # A free port, your own users and groups, under a sub-path like a self-managed GitLab
+  labgate emulator --port 0 --fixtures test/gitlab.json --base-path /gitlab
+
+  # An older GitLab's refresh-token rotation, and plain 302s instead of the "Redirecting" page
+  labgate emulator --refresh-rotation on-first-use --auto-approve redirect
+`;
+
+const DEMO_HELP = `labgate demo: the GitLab emulator with the demo fixtures (users alice, bob, carol, … with the password
+<name>-password; groups acme, acme/platform; the "labgate demo" application whose redirect URIs are
+http://localhost:3000/auth/callback and http://localhost:4180/oauth2/callback). npm start runs it with the
+example app.
+
+Usage:
+  labgate demo [options]
+
+${EMULATOR_OPTIONS}
+Examples:
+  labgate demo
+  labgate demo --port 3999 --host 127.0.0.1
+`;
+
+const SECRET_HELP = `labgate secret: print a new LABGATE_SECRET: 32 random bytes from the system's generator, base64url.
+To rotate, put the new one first and keep the old one after a comma until old sessions have ended.
+
+Usage:
+  labgate secret
+
+Examples:
+  export LABGATE_SECRET=$(labgate secret)
+  echo "LABGATE_SECRET=$(labgate secret)" >> .env
+  LABGATE_SECRET="$(labgate secret),$LABGATE_SECRET"   # rotate
 `;
 
 type Command = (args: string[]) => Promise<number>;
 
-function fail(message: string): number {
-  process.stderr.write(`labgate: ${message}\n`);
+/** One line on stderr, `labgate[ command]: message`, and exit code 2. */
+function fail(message: string, command?: string): number {
+  process.stderr.write(`labgate${command ? ` ${command}` : ''}: ${message}\n`);
   return 2;
+}
+
+/** One line for a `parseArgs` error, naming the command and where its flags are listed. */
+function argumentError(command: string, error: unknown): number {
+  const { code, message } = error as { code?: string; message: string };
+  const flag = /'(-[^' ]*)/.exec(message)?.[1] ?? '';
+  let text = message.split('\n', 1)[0]!;
+  // parseArgs' own first sentence ("Unknown option '--x'"); the rest suggests `--`, no use here.
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') text = `Unknown option '${flag}'`;
+  else if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL')
+    text = `unexpected argument ${/'([^']*)'/.exec(message)?.[1] ?? ''}`;
+  else if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE')
+    text = /argument missing/.test(message)
+      ? `${/--[a-z-]+/.exec(message)?.[0] ?? flag} needs a value`
+      : `${/--[a-z-]+/.exec(message)?.[0] ?? flag} takes no value`;
+  return fail(`${text} (labgate ${command} --help lists the flags)`, command);
 }
 
 async function emulator(args: string[], demo = false): Promise<number> {
@@ -50,17 +128,21 @@ async function emulator(args: string[], demo = false): Promise<number> {
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
+      allowPositionals: false,
     }));
   } catch (error) {
-    return fail(`${(error as Error).message}\n\n${HELP}`);
+    return argumentError(demo ? 'demo' : 'emulator', error);
   }
   if (values['help']) {
-    process.stdout.write(HELP);
+    process.stdout.write(demo ? DEMO_HELP : EMULATOR_HELP);
     return 0;
   }
-  const port = Number(values['port'] ?? process.env['PORT'] ?? 3999);
+  const command = demo ? 'demo' : 'emulator';
+  const failed = (message: string) => fail(message, command);
+  const rawPort = String(values['port'] ?? process.env['PORT'] ?? 3999);
+  const port = /^\d{1,5}$/.test(rawPort) ? Number(rawPort) : Number.NaN;
   if (!Number.isInteger(port) || port < 0 || port > 65535)
-    return fail(`--port ${values['port']} is not a port number`);
+    return failed(`--port ${JSON.stringify(rawPort)} is not a port number (0 to 65535)`);
   const { startEmulator, FixtureError } = await import('../emulator/index.js');
   const options: Parameters<typeof startEmulator>[0] = { port, host: String(values['host'] ?? '127.0.0.1') };
   if (values['base-path']) options.basePath = String(values['base-path']);
@@ -81,12 +163,12 @@ async function emulator(args: string[], demo = false): Promise<number> {
     if (pkce) options.pkce = pkce;
     running = await startEmulator(options);
   } catch (error) {
-    if (error instanceof FixtureError || error instanceof TypeError) return fail(error.message);
+    if (error instanceof FixtureError || error instanceof TypeError) return failed(error.message);
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE') return fail(`port ${port} is in use; pick another with --port`);
-    if (code === 'ENOENT') return fail(`fixture file ${values['fixtures']} not found`);
+    if (code === 'EADDRINUSE') return failed(`port ${port} is in use; pick another with --port`);
+    if (code === 'ENOENT') return failed(`fixture file ${values['fixtures']} not found`);
     if (error instanceof SyntaxError)
-      return fail(`fixture file ${values['fixtures']} is not valid JSON: ${error.message}`);
+      return failed(`fixture file ${values['fixtures']} is not valid JSON: ${error.message}`);
     throw error;
   }
   const lines = [
@@ -132,7 +214,13 @@ async function emulator(args: string[], demo = false): Promise<number> {
 }
 
 async function secret(args: string[]): Promise<number> {
-  if (args.length > 0) return fail('labgate secret takes no arguments');
+  if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) {
+    process.stdout.write(SECRET_HELP);
+    return 0;
+  }
+  if (args[0]?.startsWith('-'))
+    return fail(`unknown flag ${args[0]} (labgate secret --help lists the flags)`, 'secret');
+  if (args.length > 0) return fail('takes no arguments (labgate secret --help)', 'secret');
   const { randomBytes } = await import('node:crypto');
   process.stdout.write(`${randomBytes(32).toString('base64url')}\n`);
   return 0;
@@ -141,6 +229,8 @@ async function secret(args: string[]): Promise<number> {
 const commands: Record<string, Command> = {
   emulator: (args) => emulator(args),
   gateway: async (args) => (await import('./gateway.js')).gatewayCommand(args),
+  init: async (args) => (await import('./init.js')).initCommand(args),
+  doctor: async (args) => (await import('./doctor.js')).doctorCommand(args),
   demo: (args) => emulator(args, true),
   secret,
 };
@@ -160,7 +250,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const command = commands[name];
-  if (!command) return fail(`unknown command ${JSON.stringify(name)}\n\n${HELP}`);
+  if (!command) return fail(`unknown command ${JSON.stringify(name)} (labgate --help lists the commands)`);
   return command(rest);
 }
 

@@ -1,7 +1,8 @@
 /**
  * The emulator's REST API v4: the calls that sign-in and access control need (`/user`, `/users/:id`,
  * `/version`, groups, projects and their members), with GitLab's authentication errors, entities,
- * visibility rules and offset pagination.
+ * visibility rules and offset pagination; and the admin Applications API's create call
+ * (`POST /applications`), which `labgate init` uses on a self-managed instance.
  *
  * Behaviour follows GitLab's source as read for this emulator (`lib/api/*`, `GroupsFinder`,
  * `ProjectsFinder`, `User#authorized_groups`, `GroupPolicy`, `Entities::*`); where GitLab's answer
@@ -12,6 +13,8 @@ import { avatarUrl } from './avatar.js';
 import type { Env } from './env.js';
 import type { Group, Model, Project, User } from './fixtures.js';
 import { json, type Reply, type RequestContext, type Router } from './http.js';
+import { SERVER_SCOPES } from './oidc.js';
+import { hexToken } from './state.js';
 
 /** What `GET /api/v4/version` answers. */
 const VERSION = {
@@ -1174,4 +1177,101 @@ export function registerApiRoutes(router: Router, env: Env): void {
       return memberOne(call, userId, records(call));
     });
   }
+
+  // `API::Applications`: admins only, and a write, so `read_api` does not do (`API::API` allows it for
+  // GET and HEAD only).
+  router.on('POST', '/api/v4/applications', (ctx) => {
+    try {
+      const caller = authenticate(env, ctx, ['api']);
+      if (!caller) return unauthorized();
+      if (!caller.admin) return forbidden();
+      return createApplication(env, ctx);
+    } catch (error) {
+      if (error instanceof ApiError) return error.reply;
+      throw error;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applications (`API::Applications`, Doorkeeper's `RedirectUriValidator`)
+
+/** GitLab's `forbid_redirect_uri`: schemes that could run script in the browser. */
+const FORBIDDEN_SCHEMES = new Set(['data:', 'vbscript:', 'javascript:']);
+
+/** The validation messages Doorkeeper gives one registered redirect URI, in its order. */
+function redirectUriErrors(raw: string): string[] {
+  if (!/^[A-Za-z][A-Za-z0-9+.-]*:/.test(raw)) {
+    return raw.startsWith('/') ? ['must be an absolute URI.'] : ['must specify a scheme.'];
+  }
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return ['must be a valid URI.'];
+  }
+  const errors: string[] = [];
+  if (FORBIDDEN_SCHEMES.has(url.protocol.toLowerCase())) errors.push('is forbidden by the server.');
+  if (raw.includes('#')) errors.push('cannot contain a fragment.');
+  if ((url.protocol === 'http:' || url.protocol === 'https:') && !url.hostname)
+    errors.push('must be a valid URI.');
+  return errors;
+}
+
+/**
+ * `POST /api/v4/applications`: Grape's parameter errors first (400 `{"error": "name is missing, …"}`),
+ * then the model's validation (400 `{"message": {"redirect_uri": [...]}}`), then 201 with
+ * `Entities::ApplicationWithSecret`; the secret is shown this once, as GitLab stores only its hash.
+ */
+function createApplication(env: Env, ctx: RequestContext): Reply {
+  const errors: string[] = [];
+  const name = ctx.param('name');
+  const redirectUri = ctx.param('redirect_uri');
+  const scopes = ctx.param('scopes');
+  if (name === undefined) errors.push('name is missing');
+  if (redirectUri === undefined) errors.push('redirect_uri is missing');
+  if (scopes === undefined) errors.push('scopes is missing');
+  if (scopes === undefined || scopes.trim() === '') errors.push('scopes is empty');
+  const rawConfidential = ctx.param('confidential');
+  let confidential = true;
+  if (rawConfidential !== undefined && rawConfidential !== '' && rawConfidential !== 'null') {
+    const value = rawConfidential.toLowerCase();
+    if (TRUE_VALUES.has(value)) confidential = true;
+    else if (FALSE_VALUES.has(value)) confidential = false;
+    else errors.push('confidential is invalid');
+  }
+  if (errors.length > 0) return reply(400, { error: errors.join(', ') });
+
+  const invalid: Record<string, string[]> = {};
+  if (name!.trim() === '') invalid['name'] = ["can't be blank"];
+  const uris = redirectUri!.split(/\s+/).filter(Boolean);
+  const uriErrors = uris.length === 0 ? ["can't be blank"] : uris.flatMap(redirectUriErrors);
+  if (uriErrors.length > 0) invalid['redirect_uri'] = [...new Set(uriErrors)];
+  const scopeList = scopes!.split(/\s+/).filter(Boolean);
+  if (!scopeList.every((scope) => SERVER_SCOPES.includes(scope))) {
+    invalid['scopes'] = ["doesn't match configured on the server."];
+  }
+  if (Object.keys(invalid).length > 0) return reply(400, { message: invalid });
+
+  const { applications } = env.state.model;
+  const application = {
+    id: applications.reduce((max, a) => Math.max(max, a.id), 0) + 1,
+    name: name!,
+    uid: hexToken(),
+    secret: `gloas-${hexToken()}`,
+    redirectUris: uris,
+    scopes: scopeList,
+    confidential,
+    trusted: false,
+    dynamic: false,
+  };
+  applications.push(application);
+  return reply(201, {
+    id: application.id,
+    application_id: application.uid,
+    application_name: application.name,
+    secret: application.secret,
+    callback_url: redirectUri!,
+    confidential: application.confidential,
+  });
 }
