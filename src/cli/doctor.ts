@@ -21,8 +21,9 @@ Options:
   --gateway              Check the gateway's configuration: the redirect URI is LABGATE_URL/oauth2/callback
                          (instead of /auth/callback), the default LABGATE_URL http://localhost:4180 and the
                          default store sqlite:./.labgate/gateway.db
-  --env-file PATH        Read this file for variables the environment does not set (default: ./.env
-                         when present); the environment always wins
+  -f, --env-file PATH    Read this file for variables the environment does not set (default: ./.env
+                         when present); the environment always wins. Node 20 itself also reads a
+                         --env-file argument and stops when the file is missing: -f avoids that
   --signin               Also sign in at GitLab for real: checks the registered redirect URI, the
                          application's scopes and the groups and projects LABGATE_ALLOW names
                          (prints a link to open in a browser)
@@ -45,7 +46,7 @@ Exit status: 0 no ✗ (warnings allowed), 1 at least one ✗, 2 a bad flag or va
 
 Examples:
   labgate doctor
-  labgate doctor --gateway --env-file /etc/labgate/gateway.env
+  labgate doctor --gateway -f /etc/labgate/gateway.env
   labgate doctor --json | jq '.checks[] | select(.status == "fail")'
 `;
 
@@ -68,7 +69,7 @@ export interface DoctorIo {
 
 const FLAGS = {
   gateway: { type: 'boolean' },
-  'env-file': { type: 'string' },
+  'env-file': { type: 'string', short: 'f' },
   signin: { type: 'boolean' },
   'signin-user': { type: 'string' },
   timeout: { type: 'string' },
@@ -83,7 +84,8 @@ function parseFlags(args: string[]) {
 /** One line for a `parseArgs` error. */
 function argumentError(error: unknown): string {
   const { code, message } = error as { code?: string; message: string };
-  const name = /'(-[^' ]*)/.exec(message)?.[1] ?? '';
+  // `-f, --env-file <value>` names a flag with a short form: the long name is the one to show.
+  const name = /'(?:-\w, )?(-[^' ]*)/.exec(message)?.[1] ?? '';
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown flag ${name}`;
   if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL')
     return `unexpected argument ${/'([^']*)'/.exec(message)?.[1] ?? ''}`;
