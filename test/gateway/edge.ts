@@ -21,9 +21,11 @@ import { accessSync, closeSync, constants, openSync, readFileSync } from 'node:f
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
+import { afterEach, expect, onTestFailed } from 'vitest';
 import { Browser, decodeEntities, navigationFetch, type Page, passwordOf } from '../emulator/browser.js';
 import { createTempDir, type Service } from '../support/services.js';
 import { freePort, type GatewayStack, type StackOptions, startStack } from './harness.js';
+import type { Echo } from './upstream.js';
 
 /** The origin the edge servers are published at (see the module comment). */
 export const PUBLISHED = 'http://127.0.0.1';
@@ -324,4 +326,53 @@ export async function startEdgeStack(
       await stack.close();
     },
   };
+}
+
+/** An edge stack per test: the returned function starts one (its error log printed if the test fails), closed after the test. */
+export function edgePerTest(
+  startEdge: (options: EdgeOptions) => Promise<Edge>,
+): (options?: StackOptions) => Promise<EdgeStack> {
+  let running: EdgeStack | undefined;
+  afterEach(async () => {
+    await running?.close();
+    running = undefined;
+  });
+  return async (options = {}) => {
+    const started = await startEdgeStack(startEdge, options);
+    running = started;
+    onTestFailed(() => console.error(`${started.edge.name}'s error log:\n${started.edge.errorLog()}`));
+    return started;
+  };
+}
+
+/** What the echo upstream received, from a page that must be its 200. */
+export function echoOf(page: Page): Echo {
+  expect(page.status, page.body).toBe(200);
+  return JSON.parse(page.body) as Echo;
+}
+
+/**
+ * The round trip a user makes through the edge: a signed-out navigation to `/reports?year=2026` is sent
+ * to the sign-in page with an `rd` on the edge's origin, whose link signs `bob` in and brings him back
+ * to the URL with its query. Returns what the upstream then received.
+ */
+export async function signInRoundTrip(e: EdgeStack): Promise<Echo> {
+  const browser = e.edge.browser();
+  const first = await browser.get(`${e.url}/reports?year=2026`);
+  expect(first.status).toBe(302);
+  const signIn = new URL(first.location!);
+  expect(`${signIn.origin}${signIn.pathname}`).toBe(`${e.url}/oauth2/sign_in`);
+  expect(signIn.searchParams.get('rd')).toBe(`${e.url}/reports?year=2026`);
+  expect(e.stack.upstream.requests).toHaveLength(0);
+
+  const page = await browser.get(first.location!);
+  expect(page.status).toBe(200);
+  const link = startLink(page);
+  expect(link).toBe(`${e.url}/oauth2/start?rd=${encodeURIComponent('/reports?year=2026')}`);
+  const back = await e.signInFrom(browser, link, 'bob');
+  expect(back.location).toBe(`${e.url}/reports?year=2026`);
+
+  const seen = echoOf(await browser.get(back.location!));
+  expect(seen.url).toBe('/reports?year=2026');
+  return seen;
 }

@@ -4,51 +4,18 @@
  * client-sent identity headers, per-route rules, a user removed in GitLab, sign-out (docs/gateway.md,
  * "Forward-auth"; docs/security.md, GATEWAY-5, GATEWAY-7, GATEWAY-14).
  */
-import { afterEach, expect, it, onTestFailed } from 'vitest';
-import type { Page } from '../emulator/browser.js';
+import { expect, it } from 'vitest';
 import { describeWithService } from '../support/services.js';
-import { type EdgeStack, nginxBinary, startEdgeStack, startLink, startNginx } from './edge.js';
-import { recheckingPlatform, type StackOptions, testClock } from './harness.js';
-import type { Echo } from './upstream.js';
+import { echoOf, edgePerTest, nginxBinary, signInRoundTrip, startNginx } from './edge.js';
+import { recheckingPlatform, testClock } from './harness.js';
 
-let running: EdgeStack | undefined;
-afterEach(async () => {
-  await running?.close();
-  running = undefined;
-});
-
-async function start(options: StackOptions = {}): Promise<EdgeStack> {
-  const started = await startEdgeStack(startNginx, options);
-  running = started;
-  onTestFailed(() => console.error(`${started.edge.name}'s error log:\n${started.edge.errorLog()}`));
-  return started;
-}
-
-function echo(page: Page): Echo {
-  expect(page.status, page.body).toBe(200);
-  return JSON.parse(page.body) as Echo;
-}
+const start = edgePerTest(startNginx);
+const echo = echoOf;
 
 describeWithService(nginxBinary, 'nginx auth_request in front of the gateway', () => {
   it('sends a signed-out navigation to the sign-in page and, signed in there, back to the URL with its query', async () => {
     const e = await start();
-    const browser = e.edge.browser();
-    const first = await browser.get(`${e.url}/reports?year=2026`);
-    expect(first.status).toBe(302);
-    const signIn = new URL(first.location!);
-    expect(`${signIn.origin}${signIn.pathname}`).toBe(`${e.url}/oauth2/sign_in`);
-    expect(signIn.searchParams.get('rd')).toBe(`${e.url}/reports?year=2026`);
-    expect(e.stack.upstream.requests).toHaveLength(0);
-
-    const page = await browser.get(first.location!);
-    expect(page.status).toBe(200);
-    const link = startLink(page);
-    expect(link).toBe(`${e.url}/oauth2/start?rd=${encodeURIComponent('/reports?year=2026')}`);
-    const back = await e.signInFrom(browser, link, 'bob');
-    expect(back.location).toBe(`${e.url}/reports?year=2026`);
-
-    const seen = echo(await browser.get(back.location!));
-    expect(seen.url).toBe('/reports?year=2026');
+    const seen = await signInRoundTrip(e);
     // From the auth subrequest's X-Auth-Request-User and -Email (auth_request_set).
     expect(seen.headers['x-user']).toBe('bob');
     expect(seen.headers['x-email']).toBe('bob@acme.test');
