@@ -24,35 +24,14 @@ import { isLoopbackHost, optionsFromEnv, parseDuration, resolveOptions } from '.
 import { parseRedirectDomains } from '../core/redirects.js';
 import { envNameOf, PROXY_OPTIONS, type ProxyOption, TLS } from './oauth2-proxy.js';
 import { normaliseTarget } from './paths.js';
-import { compileRules } from './rules.js';
+import { compileRules, type RouteRule, type SkipRule } from './rules.js';
+
+export type { RouteRule, SkipRule } from './rules.js';
 
 /** A host and port to listen on. */
 export interface ListenAddress {
   host: string;
   port: number;
-}
-
-/** A per-route rule: requests whose normalised path starts with `prefix` (whole segments) need one of `allow`. */
-export interface RouteRule {
-  /** `/admin` matches `/admin` and `/admin/…`, not `/administrator`. The longest prefix wins. */
-  prefix: string;
-  /** Rules in the `LABGATE_ALLOW` grammar, any one suffices (`group:acme/platform>=maintainer`). */
-  allow: string[];
-}
-
-/**
- * A route that needs no sign-in, in oauth2-proxy's `skip_auth_routes` syntax: `METHOD=regex`,
- * `METHOD!=regex`, `regex` or `!=regex`, matched against the path only (query and fragment stripped),
- * unanchored as Go's `regexp.MatchString` is. `!=` negates the path match, as oauth2-proxy's
- * `isAllowedPath` does: `GET!=^/api/` skips every GET whose path does not match `^/api/`.
- */
-export interface SkipRule {
-  /** Upper-case method, or null for any method. */
-  method: string | null;
-  /** `!=`: the rule matches requests (of `method`, or any method) whose path does NOT match `pattern`. */
-  negate: boolean;
-  /** The regular expression's source, as written. */
-  pattern: string;
 }
 
 /** The signed identity assertion sent to the upstream (docs/gateway.md, "Signed identity"). */

@@ -5,8 +5,38 @@
  * of them match the one normalised path of docs/security.md, GATEWAY-3 (see `normaliseTarget`).
  */
 import { normalisePolicy, type Policy } from '../core/access.js';
-import type { GatewayConfig, RouteRule } from './config.js';
 import { isUnderPrefix } from './paths.js';
+
+/** A per-route rule: requests whose normalised path starts with `prefix` (whole segments) need one of `allow`. */
+export interface RouteRule {
+  /** `/admin` matches `/admin` and `/admin/…`, not `/administrator`. The longest prefix wins. */
+  prefix: string;
+  /** Rules in the `LABGATE_ALLOW` grammar, any one suffices (`group:acme/platform>=maintainer`). */
+  allow: string[];
+}
+
+/**
+ * A route that needs no sign-in, in oauth2-proxy's `skip_auth_routes` syntax: `METHOD=regex`,
+ * `METHOD!=regex`, `regex` or `!=regex`, matched against the path only (query and fragment stripped),
+ * unanchored as Go's `regexp.MatchString` is. `!=` negates the path match, as oauth2-proxy's
+ * `isAllowedPath` does: `GET!=^/api/` skips every GET whose path does not match `^/api/`.
+ */
+export interface SkipRule {
+  /** Upper-case method, or null for any method. */
+  method: string | null;
+  /** `!=`: the rule matches requests (of `method`, or any method) whose path does NOT match `pattern`. */
+  negate: boolean;
+  /** The regular expression's source, as written. */
+  pattern: string;
+}
+
+/** The rules a gateway decides paths by (the parts of its configuration that name paths). */
+export interface RuleSet {
+  routes: RouteRule[];
+  skipRoutes: SkipRule[];
+  skipPrefixes: string[];
+  apiRoutes: string[];
+}
 
 /** The path rules of a gateway, ready to ask; see {@link compileRules}. */
 export interface CompiledRules {
@@ -93,9 +123,7 @@ function compileGoRegex(source: string, where: string): RegExp {
  * rules.isApi('/api/v1/items'); // true
  * ```
  */
-export function compileRules(
-  config: Pick<GatewayConfig, 'routes' | 'skipRoutes' | 'skipPrefixes' | 'apiRoutes'>,
-): CompiledRules {
+export function compileRules(config: RuleSet): CompiledRules {
   // Longest prefix first; equal prefixes keep their configured order.
   const routes = [...config.routes].sort(
     (a, b) => b.prefix.replace(/\/+$/, '').length - a.prefix.replace(/\/+$/, '').length,
