@@ -279,8 +279,11 @@ export function createProxy(options: ProxyOptions): Proxy {
           upstreamMs = elapsed();
           clearTimeout(timer);
           const status = response.statusCode ?? 502;
+          // An upstream dying mid-body destroys the client's connection: a cut body must not look whole.
           response.on('error', () => {
             upstreamBroke = true;
+            res.destroy();
+            done(status, 'upstream_aborted');
           });
           try {
             res.writeHead(status, relayedHeaders(response, init.ownCookie));
@@ -290,13 +293,10 @@ export function createProxy(options: ProxyOptions): Proxy {
             done(502, 'invalid_response');
             return;
           }
-          // An upstream dying mid-body destroys the client's connection: a cut body must not look whole.
-          pipeline(response, res, (error) => {
-            if (error) {
-              res.destroy();
-              done(status, 'upstream_aborted');
-            } else done(status);
-          });
+          // `pipe`, not `pipeline`: the same backpressure, without the AbortController (and its
+          // DOMException) that `pipeline` makes for every response — a tenth of a small request's CPU.
+          res.on('finish', () => done(status));
+          response.pipe(res);
         });
         if (body) req.pipe(sent);
         else sent.end();
