@@ -26,6 +26,8 @@ import { isTrustedPeer } from './trust.js';
 import { createTunnels } from './tunnels.js';
 
 const PREFIX = '/oauth2';
+const NONE: Guard[] = [];
+const NO_IDENTITY: Record<string, string> = {};
 const JSON_HEADERS = { 'content-type': 'application/json', 'cache-control': 'no-store' };
 
 /** A structured log line's fields; values are escaped by the logger. */
@@ -121,23 +123,42 @@ export function createGateway(parts: GatewayParts): Gateway {
   }
 
   /** Whether a signed-in user may reach a path: email domains, then the route's rules, then `extra`. */
-  async function allowed(session: Session, path: string, extra: Guard[] = []): Promise<boolean> {
+  /**
+   * Whether a signed-in user may reach a path: email domains, then the route's rules, then `extra`.
+   * Answers at once when every guard can (the common request); a promise only when one asks GitLab.
+   */
+  function allowed(session: Session, path: string, extra: Guard[] = NONE): boolean | Promise<boolean> {
     const route = rules.routeFor(path);
     const guards = [
-      ...(emailGuard ? [emailGuard] : []),
-      ...(route ? [routeGuards.get(route.prefix)!] : []),
+      ...(emailGuard ? [emailGuard] : NONE),
+      ...(route ? [routeGuards.get(route.prefix)!] : NONE),
       ...extra,
     ];
-    for (const guard of guards) {
-      let answer = guard.check({ method: 'GET', target: path, session });
-      if (answer instanceof Promise) answer = await answer;
+    return decideFrom(guards, 0, session, path);
+  }
+
+  function decideFrom(
+    guards: Guard[],
+    from: number,
+    session: Session,
+    path: string,
+  ): boolean | Promise<boolean> {
+    for (let i = from; i < guards.length; i++) {
+      const answer = guards[i]!.check({ method: 'GET', target: path, session });
+      if (answer instanceof Promise)
+        return answer.then((settled) =>
+          settled === null ? decideFrom(guards, i + 1, session, path) : false,
+        );
       if (answer !== null) return false;
     }
     return true;
   }
 
   /** The identity headers for the upstream (proxy mode) or the edge (`X-Auth-Request-*`). */
-  async function identity(session: Session, kind: 'upstream' | 'response'): Promise<Record<string, string>> {
+  function identity(
+    session: Session,
+    kind: 'upstream' | 'response',
+  ): Record<string, string> | Promise<Record<string, string>> {
     const { user } = session;
     const email = user.email && user.emailVerified ? user.email : '';
     const name = config.preferEmailToUser && email ? email : user.username;
@@ -150,16 +171,26 @@ export function createGateway(parts: GatewayParts): Gateway {
       out[`${base}preferred-username`] = user.username;
       if (groups) out[`${base}groups`] = groups;
     }
-    if (config.passAccessToken) out[`${base}access-token`] = await labgate.getAccessToken(session);
-    if (kind === 'upstream' && assertions)
-      out[config.assertion!.header.toLowerCase()] = await assertions.tokenFor(session);
-    return out;
+    const signed = kind === 'upstream' && assertions !== null;
+    if (!config.passAccessToken && !signed) return out;
+    return (async () => {
+      if (config.passAccessToken) out[`${base}access-token`] = await labgate.getAccessToken(session);
+      if (signed) out[config.assertion!.header.toLowerCase()] = await assertions!.tokenFor(session);
+      return out;
+    })();
   }
 
   /** What the upstream receives: the client's headers cleaned, and the session's identity (GATEWAY-1). */
-  async function headersFor(req: IncomingMessage, session: Session | null, upgrade: boolean) {
+  function headersFor(req: IncomingMessage, session: Session | null, upgrade: boolean) {
+    const known = session ? identity(session, 'upstream') : NO_IDENTITY;
+    return known instanceof Promise
+      ? known.then((found) => cleaned(req, found, upgrade))
+      : cleaned(req, known, upgrade);
+  }
+
+  function cleaned(req: IncomingMessage, found: Record<string, string>, upgrade: boolean) {
     return upstreamHeaders(req, {
-      identity: session ? await identity(session, 'upstream') : {},
+      identity: found,
       ownCookie,
       clientIp: req.socket.remoteAddress ?? '',
       proto,
@@ -408,7 +439,8 @@ export function createGateway(parts: GatewayParts): Gateway {
     const skipped = rules.skips(method, target.path) || (config.skipAuthPreflight && method === 'OPTIONS');
     let session: Session | null = null;
     if (!skipped) {
-      session = await sessionOf(req);
+      const found = labgate.sessionOf(req.headers.cookie);
+      session = found instanceof Promise ? await found : found;
       if (!session) {
         if (!wantsRedirect(req, target)) return unauthenticated(res);
         done('redirected');
@@ -420,9 +452,12 @@ export function createGateway(parts: GatewayParts): Gateway {
         res.end();
         return;
       }
-      if (!(await allowed(session, target.path))) return forbidden(res, req, target.path);
+      const verdict = allowed(session, target.path);
+      if (!(verdict === true || (verdict !== false && (await verdict))))
+        return forbidden(res, req, target.path);
     }
-    const headers = await headersFor(req, session, false);
+    const prepared = headersFor(req, session, false);
+    const headers = prepared instanceof Promise ? await prepared : prepared;
     if (isHeaderRefusal(headers))
       return json(res, 400, { error: 'request_invalid', message: headers.error }, 'invalid');
     const { status, upstreamMs } = await proxy.forward(req, res, {

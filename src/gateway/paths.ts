@@ -24,6 +24,10 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 // What may stay unencoded in a path segment: unreserved, sub-delims, `:` and `@` (RFC 3986 §3.3).
 const SEGMENT_KEEP = /[^A-Za-z0-9\-._~!$&'()*+,;=:@]/gu;
 
+// A path that decoding, collapsing and re-encoding would leave as it is: segment characters only (no
+// `%`), no empty segment but a trailing one, no `.` or `..` segment. Most requests: nothing to build.
+const PLAIN_PATH = /^(?:\/(?!\.\.?(?:\/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*\/?$/;
+
 /**
  * Splits and normalises an origin-form request target (`/a/b?x=1`) as the client sent it, or
  * returns null when it must be refused (the caller answers 400):
@@ -51,6 +55,7 @@ export function normaliseTarget(target: string): NormalisedTarget | null {
   const q = withoutFragment.indexOf('?');
   const rawPath = q === -1 ? withoutFragment : withoutFragment.slice(0, q);
   const search = q === -1 || q === withoutFragment.length - 1 ? '' : withoutFragment.slice(q);
+  if (PLAIN_PATH.test(rawPath)) return { path: rawPath, forward: rawPath, search };
   if (rawPath.includes('\\') || ENCODED_FORBIDDEN.test(rawPath)) return null;
   let decoded: string;
   try {
