@@ -10,6 +10,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { sendWebResponse, toWebRequest } from '../adapters/node.js';
 import { readForm } from '../core/body.js';
+import { clearCookie } from '../core/cookies.js';
+import { isNavigation, signInRequired } from '../core/guards.js';
 import { type Guard, isLabgateError, type Labgate, LabgateError, type Session } from '../core/index.js';
 import { logText } from '../core/log.js';
 import { errorAnswer, htmlResponse, logoutPage, signInPage } from '../core/pages.js';
@@ -77,7 +79,8 @@ export function createGateway(parts: GatewayParts): Gateway {
   const extraStrip = assertions ? [config.assertion!.header] : [];
   const ownCookie = (name: string) => name === cookieName || name.startsWith(`${cookieName}-tx-`);
 
-  // Guards compiled once: the email domains, each route's rules (docs/security.md, GATEWAY-7).
+  // Guards compiled once, and each route's list of them built once (docs/security.md, GATEWAY-7): the
+  // email domains, then the route's rules. A request builds no list.
   const emailGuard =
     config.emailDomains === null
       ? null
@@ -85,9 +88,13 @@ export function createGateway(parts: GatewayParts): Gateway {
           access: { allow: config.emailDomains.map((d) => `email:@${d}`), require: [] },
           api: true,
         });
-  const routeGuards = new Map<string, Guard>();
+  const baseGuards: Guard[] = emailGuard ? [emailGuard] : [];
+  const routeGuards = new Map<string, Guard[]>();
   for (const route of config.routes)
-    routeGuards.set(route.prefix, labgate.guard({ access: { allow: route.allow, require: [] }, api: true }));
+    routeGuards.set(route.prefix, [
+      ...baseGuards,
+      labgate.guard({ access: { allow: route.allow, require: [] }, api: true }),
+    ]);
   // `/oauth2/auth` query constraints, compiled once per distinct query.
   const queryGuards = new Map<string, { guards: Guard[]; emails: string[] | null } | TypeError>();
 
@@ -111,30 +118,22 @@ export function createGateway(parts: GatewayParts): Gateway {
 
   /** A signed-out request: browsers to sign in and back, everything else 401 JSON (GATEWAY-8). */
   function wantsRedirect(req: IncomingMessage, target: Target): boolean {
-    if (config.forceJsonErrors || rules.isApi(target.path)) return false;
-    if (req.headers['x-requested-with']) return false;
-    const method = req.method ?? 'GET';
-    if (method !== 'GET' && method !== 'HEAD') return false;
-    const accept = header(req, 'accept') ?? '';
-    if (accept.includes('application/json') && !accept.includes('text/html')) return false;
-    const mode = header(req, 'sec-fetch-mode');
-    if (mode) return mode === 'navigate';
-    return accept === '' || accept.includes('text/html') || accept.includes('*/*');
+    if (config.forceJsonErrors || rules.isApi(target.path) || req.headers['x-requested-with']) return false;
+    return isNavigation({
+      method: req.method ?? 'GET',
+      accept: header(req, 'accept'),
+      secFetchMode: header(req, 'sec-fetch-mode'),
+    });
   }
 
-  /** Whether a signed-in user may reach a path: email domains, then the route's rules, then `extra`. */
   /**
    * Whether a signed-in user may reach a path: email domains, then the route's rules, then `extra`.
    * Answers at once when every guard can (the common request); a promise only when one asks GitLab.
    */
   function allowed(session: Session, path: string, extra: Guard[] = NONE): boolean | Promise<boolean> {
     const route = rules.routeFor(path);
-    const guards = [
-      ...(emailGuard ? [emailGuard] : NONE),
-      ...(route ? [routeGuards.get(route.prefix)!] : NONE),
-      ...extra,
-    ];
-    return decideFrom(guards, 0, session, path);
+    const own = route ? routeGuards.get(route.prefix)! : baseGuards;
+    return decideFrom(extra.length === 0 ? own : [...own, ...extra], 0, session, path);
   }
 
   function decideFrom(
@@ -217,10 +216,9 @@ export function createGateway(parts: GatewayParts): Gateway {
     res.end(text);
   }
 
-  function unauthenticated(res: ServerResponse): void {
-    json(res, 401, { error: 'session_required', message: 'Sign-in required' }, 'unauthenticated', {
-      'www-authenticate': 'Cookie realm="labgate"',
-    });
+  /** The 401 every labgate guard gives (src/core/guards.ts). */
+  function unauthenticated(res: ServerResponse): Promise<void> {
+    return send(res, signInRequired(), 'unauthenticated');
   }
 
   /** A signed-in user refused: labgate's 403 page for a browser, JSON for the rest. */
@@ -364,7 +362,7 @@ export function createGateway(parts: GatewayParts): Gateway {
   }
 
   function clearSession(): string {
-    return `${cookieName}=; Path=/; HttpOnly; SameSite=Lax${labgate.options.secure ? '; Secure' : ''}; Max-Age=0`;
+    return clearCookie(cookieName, { secure: labgate.options.secure });
   }
 
   /**
