@@ -8,6 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs, parseEnv } from 'node:util';
+import { argumentError } from './args.js';
 import { type CheckResult, type CheckStatus, SYMBOLS } from './report.js';
 
 /** The text of `labgate doctor --help`. */
@@ -79,20 +80,6 @@ const FLAGS = {
 
 function parseFlags(args: string[]) {
   return parseArgs({ args, options: FLAGS, strict: true, allowPositionals: false }).values;
-}
-
-/** One line for a `parseArgs` error. */
-function argumentError(error: unknown): string {
-  const { code, message } = error as { code?: string; message: string };
-  // `-f, --env-file <value>` names a flag with a short form: the long name is the one to show.
-  const name = /'(?:-\w, )?(-[^' ]*)/.exec(message)?.[1] ?? '';
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown flag ${name}`;
-  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL')
-    return `unexpected argument ${/'([^']*)'/.exec(message)?.[1] ?? ''}`;
-  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-    return /argument missing/.test(message) ? `${name} needs a value` : `${name} takes no value`;
-  }
-  return message.split('\n', 1)[0]!;
 }
 
 /** `10s`, `500ms`, `1m` or a number of seconds, as milliseconds; null when it is none of these. */

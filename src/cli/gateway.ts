@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import type { AccessLevel } from '../core/access.js';
 import type { GatewayConfig, GatewaySources } from '../gateway/config.js';
+import { argumentError } from './args.js';
 
 /** The text of `labgate gateway --help`. */
 export const GATEWAY_HELP = `labgate gateway: GitLab sign-in in front of one app, as a reverse proxy or a forward-auth
@@ -89,17 +90,6 @@ type Values = Record<string, string | boolean | string[] | undefined>;
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const err = (line: string) => process.stderr.write(`${line}\n`);
-
-/** One line for a `parseArgs` error. */
-function argumentError(error: unknown): string {
-  const { code, message } = error as { code?: string; message: string };
-  const name = /'(-[^' ]*)/.exec(message)?.[1] ?? '';
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown flag ${name}`;
-  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-    return `unexpected argument ${/'([^']*)'/.exec(message)?.[1] ?? ''}`;
-  }
-  return message.split('\n', 1)[0]!;
-}
 
 /**
  * Reads the oauth2-proxy config file named by `--config` (TOML), or returns why not in one line.

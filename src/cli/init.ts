@@ -13,6 +13,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
+import { argumentError } from './args.js';
 
 /** The text of `labgate init --help`. */
 export const INIT_HELP = `labgate init: set up GitLab sign-in for an app or for labgate gateway. Asks for (or takes as flags) the
@@ -450,20 +451,6 @@ async function createApplication(options: {
     callbackUrl: typeof callbackUrl === 'string' ? callbackUrl : '',
     confidential: confidential !== false,
   };
-}
-
-/** One line for a `parseArgs` error. */
-function argumentError(error: unknown): string {
-  const { code, message } = error as { code?: string; message: string };
-  const name = /'(-[^' ]*)/.exec(message)?.[1] ?? '';
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown flag ${name}`;
-  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL')
-    return `unexpected argument ${/'([^']*)'/.exec(message)?.[1] ?? ''}`;
-  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-    const flag = /--[a-z-]+/.exec(message)?.[0] ?? name;
-    return /argument missing/.test(message) ? `${flag} needs a value` : `${flag} takes no value`;
-  }
-  return message.split('\n', 1)[0]!;
 }
 
 /**
